@@ -1,0 +1,100 @@
+"""Catalog tables.
+
+The catalog is the system of record for *what* exists; the object store holds the
+bytes. Rows are only committed after their object exists (see ``ingest``), and no row
+is ever updated in a way that loses history: quarantine and registry events are
+append-only, model versions are immutable apart from their status.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ImageRow(Base):
+    """One curated image, identified by the SHA-256 of its bytes."""
+
+    __tablename__ = "images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    source_path: Mapped[str] = mapped_column(Text, doc="Path of the first file seen with these bytes.")
+    patient_id: Mapped[str] = mapped_column(String(128), index=True)
+    eye: Mapped[str | None] = mapped_column(String(8))
+    label: Mapped[int | None] = mapped_column(Integer, doc="DRGrade or OctClass value; None = unlabeled.")
+    split: Mapped[str] = mapped_column(String(8), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    object_key: Mapped[str] = mapped_column(Text)
+    dataset_version: Mapped[int | None] = mapped_column(Integer, doc="First dataset version holding it.")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PairRow(Base):
+    """A same-eye fundus/OCT pair from a pairs manifest (real pairs, DESIGN §2)."""
+
+    __tablename__ = "pairs"
+    __table_args__ = (UniqueConstraint("fundus_sha256", "oct_sha256", name="uq_pair_images"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(String(128), index=True)
+    eye: Mapped[str] = mapped_column(String(8))
+    fundus_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"))
+    oct_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"))
+    split: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QuarantineRow(Base):
+    """A rejected input and why; the file itself is kept under ``quarantine/``."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_source_path", "source", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(32), doc="Stable machine-readable code.")
+    detail: Mapped[str] = mapped_column(Text, doc="Human-readable explanation.")
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    object_key: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IngestRunRow(Base):
+    __tablename__ = "ingest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dataset_version: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DatasetVersionRow(Base):
+    """A snapshot identity of the curated set; a new one only when the content changed."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    new_images: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,332 @@
+"""Catalog writes and reads for ingestion and export.
+
+``register_ingest`` is the only writer of images: one transaction per run, rows
+inserted with ON CONFLICT DO NOTHING on the content hash, so a re-ingest is a no-op
+and two concurrent ingests over overlapping sources register each image exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from retina_core.catalog.db import session_scope
+from retina_core.catalog.models import (
+    DatasetVersionRow,
+    ImageRow,
+    IngestRunRow,
+    PairRow,
+    QuarantineRow,
+    utcnow,
+)
+from retina_core.config import SplitSettings
+from retina_core.data.ingest import FileOutcome
+from retina_core.data.rejections import Reason, Rejection
+from retina_core.data.splits import assign_split, split_balance
+from retina_core.domain import Modality, Source
+
+
+class QuarantineEntry(BaseModel):
+    path: str
+    reason: str
+    """``code: detail``; the code before the colon is stable."""
+
+
+class IngestSummary(BaseModel):
+    source: str
+    location: str
+    scanned: int
+    accepted: int = Field(description="Images new to the catalog in this run.")
+    already_known: int = Field(description="Valid images whose content was already catalogued.")
+    duplicates: int = Field(description="Files whose content repeated another file of this run.")
+    quarantined: list[QuarantineEntry]
+    dataset_version: int | None
+    new_images: dict[str, int] = Field(default_factory=dict, description="New images per modality.")
+    new_pairs: int = 0
+    split_balance: dict[str, dict[str, dict[int, int]]] = Field(default_factory=dict)
+
+    def contract(self) -> dict[str, Any]:
+        """The JSON object of ``retina ingest --json`` (DESIGN §5), exactly."""
+        return {
+            "source": self.source,
+            "scanned": self.scanned,
+            "accepted": self.accepted,
+            "already_known": self.already_known,
+            "duplicates": self.duplicates,
+            "quarantined": [q.model_dump() for q in self.quarantined],
+            "dataset_version": self.dataset_version,
+        }
+
+
+def _insert(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _catalog_digest(session: Session) -> tuple[str, dict[str, int]]:
+    h = hashlib.sha256()
+    counts: Counter[str] = Counter()
+    rows = session.execute(
+        select(ImageRow.sha256, ImageRow.label, ImageRow.split, ImageRow.modality).order_by(ImageRow.sha256)
+    )
+    for sha, label, split, modality in rows:
+        h.update(f"{sha}:{label}:{split}\n".encode())
+        counts[modality] += 1
+    counts["pairs"] = len(session.execute(select(PairRow.id)).all())
+    h.update(f"pairs:{counts['pairs']}".encode())
+    return h.hexdigest(), dict(counts)
+
+
+def _record_quarantine(
+    session: Session,
+    run_id: int,
+    source: str,
+    path: str,
+    rejection: Rejection,
+    object_key: str | None,
+    sha256: str | None = None,
+) -> QuarantineEntry:
+    session.add(
+        QuarantineRow(
+            ingest_run_id=run_id,
+            source=source,
+            path=path,
+            reason=rejection.reason.value,
+            detail=rejection.detail,
+            sha256=sha256,
+            object_key=object_key,
+        )
+    )
+    return QuarantineEntry(path=path, reason=str(rejection))
+
+
+def register_ingest(
+    engine: Engine, source: Source, location: str, outcomes: Sequence[FileOutcome], splits: SplitSettings
+) -> IngestSummary:
+    """Write one run's outcomes in a single transaction (all or nothing)."""
+    with session_scope(engine) as session:
+        run = IngestRunRow(source=str(source), location=location)
+        session.add(run)
+        session.flush()
+        quarantined: list[QuarantineEntry] = []
+        new_by_modality: Counter[str] = Counter()
+        new_shas: list[str] = []
+        seen: dict[str, FileOutcome] = {}
+        accepted_by_pair: dict[int, dict[str, str]] = {}
+        already_known = duplicates = 0
+        for outcome in outcomes:
+            c = outcome.candidate
+            if not outcome.accepted:
+                assert outcome.rejection is not None
+                quarantined.append(
+                    _record_quarantine(
+                        session, run.id, str(source), c.path, outcome.rejection, outcome.object_key
+                    )
+                )
+                continue
+            facts = outcome.facts
+            assert facts is not None and c.patient_id is not None
+            if facts.sha256 in seen:
+                duplicates += 1
+                first = seen[facts.sha256].candidate
+                if first.label != c.label or first.modality != c.modality:
+                    quarantined.append(
+                        _record_quarantine(
+                            session,
+                            run.id,
+                            str(source),
+                            c.path,
+                            Rejection(
+                                Reason.LABEL_CONFLICT, f"same bytes as {first.path} but a different label"
+                            ),
+                            outcome.object_key,
+                            facts.sha256,
+                        )
+                    )
+                elif c.pair_row is not None:
+                    accepted_by_pair.setdefault(c.pair_row, {})[str(c.modality)] = facts.sha256
+                continue
+            seen[facts.sha256] = outcome
+            split = assign_split(c.patient_id, splits)
+            inserted = session.execute(
+                _insert(session, ImageRow)
+                .values(
+                    sha256=facts.sha256,
+                    modality=str(c.modality),
+                    source=str(source),
+                    source_path=c.path,
+                    patient_id=c.patient_id,
+                    eye=c.eye,
+                    label=c.label,
+                    split=str(split),
+                    width=facts.width,
+                    height=facts.height,
+                    format=facts.format,
+                    object_key=outcome.object_key,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["sha256"])
+                .returning(ImageRow.sha256)
+            ).first()
+            if inserted is None:
+                existing = session.get(ImageRow, facts.sha256)
+                if existing is not None and (
+                    existing.label != c.label or existing.modality != str(c.modality)
+                ):
+                    quarantined.append(
+                        _record_quarantine(
+                            session,
+                            run.id,
+                            str(source),
+                            c.path,
+                            Rejection(
+                                Reason.LABEL_CONFLICT,
+                                f"content already catalogued as {existing.modality} label {existing.label} "
+                                f"(from {existing.source_path}); this file says {c.modality} label {c.label}",
+                            ),
+                            outcome.object_key,
+                            facts.sha256,
+                        )
+                    )
+                    continue
+                already_known += 1
+            else:
+                new_by_modality[str(c.modality)] += 1
+                new_shas.append(facts.sha256)
+            if c.pair_row is not None:
+                accepted_by_pair.setdefault(c.pair_row, {})[str(c.modality)] = facts.sha256
+        new_pairs = _register_pairs(session, outcomes, accepted_by_pair, splits)
+        version = _maybe_new_version(session, dict(new_by_modality), new_shas, new_pairs)
+        summary = IngestSummary(
+            source=str(source),
+            location=location,
+            scanned=len(outcomes),
+            accepted=len(new_shas),
+            already_known=already_known,
+            duplicates=duplicates,
+            quarantined=quarantined,
+            dataset_version=version,
+            new_images=dict(new_by_modality),
+            new_pairs=new_pairs,
+            split_balance=_balance(session),
+        )
+        run.counts = summary.model_dump(exclude={"quarantined", "split_balance"}) | {
+            "quarantined": len(quarantined)
+        }
+        run.dataset_version = version
+        run.finished_at = utcnow()
+        return summary
+
+
+def _register_pairs(
+    session: Session,
+    outcomes: Sequence[FileOutcome],
+    accepted: dict[int, dict[str, str]],
+    splits: SplitSettings,
+) -> int:
+    rows = {o.candidate.pair_row: o.candidate for o in outcomes if o.candidate.pair_row is not None}
+    new = 0
+    for row, shas in sorted(accepted.items()):
+        if set(shas) != {Modality.FUNDUS.value, Modality.OCT.value}:
+            continue
+        c = rows[row]
+        assert c.patient_id is not None
+        result = session.execute(
+            _insert(session, PairRow)
+            .values(
+                patient_id=c.patient_id,
+                eye=c.eye or "",
+                fundus_sha256=shas["fundus"],
+                oct_sha256=shas["oct"],
+                split=str(assign_split(c.patient_id, splits)),
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["fundus_sha256", "oct_sha256"])
+            .returning(PairRow.id)
+        ).first()
+        new += result is not None
+    return new
+
+
+def _maybe_new_version(
+    session: Session, new_by_modality: dict[str, int], new_shas: list[str], new_pairs: int
+) -> int | None:
+    """A dataset version is an identity of content: created only when the content changed."""
+    session.flush()
+    digest, counts = _catalog_digest(session)
+    existing = session.execute(
+        select(DatasetVersionRow.id).where(DatasetVersionRow.digest == digest)
+    ).scalar()
+    if existing is None and (new_shas or new_pairs):
+        existing = session.execute(
+            _insert(session, DatasetVersionRow)
+            .values(
+                digest=digest,
+                counts=counts,
+                new_images=new_by_modality | {"pairs": new_pairs},
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["digest"])
+            .returning(DatasetVersionRow.id)
+        ).scalar()
+    if existing is not None and new_shas:
+        session.execute(
+            update(ImageRow)
+            .where(ImageRow.sha256.in_(new_shas), ImageRow.dataset_version.is_(None))
+            .values(dataset_version=existing)
+        )
+    return existing if existing is not None else latest_dataset_version_in(session)
+
+
+def latest_dataset_version_in(session: Session) -> int | None:
+    return session.execute(
+        select(DatasetVersionRow.id).order_by(DatasetVersionRow.id.desc()).limit(1)
+    ).scalar()
+
+
+def latest_dataset_version(engine: Engine) -> int | None:
+    with session_scope(engine) as session:
+        return latest_dataset_version_in(session)
+
+
+def _balance(session: Session) -> dict[str, dict[str, dict[int, int]]]:
+    out: dict[str, dict[str, dict[int, int]]] = {}
+    for modality in Modality:
+        rows = session.execute(
+            select(ImageRow.split, ImageRow.label).where(ImageRow.modality == modality.value)
+        ).all()
+        out[modality.value] = split_balance((s, label) for s, label in rows)
+    return out
+
+
+def split_report(engine: Engine) -> dict[str, dict[str, dict[int, int]]]:
+    with session_scope(engine) as session:
+        return _balance(session)
+
+
+def export_images(engine: Engine) -> list[dict[str, Any]]:
+    """Every image with its identity, label and split (``retina catalog export``)."""
+    with session_scope(engine) as session:
+        rows = session.execute(select(ImageRow).order_by(ImageRow.modality, ImageRow.sha256)).scalars()
+        return [
+            {
+                "sha256": r.sha256,
+                "modality": r.modality,
+                "source": r.source,
+                "patient_id": r.patient_id,
+                "eye": r.eye,
+                "label": r.label,
+                "split": r.split,
+                "source_path": r.source_path,
+                "object_key": r.object_key,
+                "dataset_version": r.dataset_version,
+            }
+            for r in rows
+        ]

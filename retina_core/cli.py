@@ -1,0 +1,146 @@
+"""The ``retina`` command (DESIGN §5, a contract).
+
+A thin shell: each command builds the settings once, then calls a flow (or a library
+verb for read-only commands). With ``--json`` stdout carries exactly one JSON object
+and nothing else; logs and progress go to stderr. Flows are imported lazily, inside the
+commands, so the library itself never imports Prefect and ``retina --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from retina_core.config import Settings, load_settings
+from retina_core.domain import Source
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="retina-fusion: fundus + OCT training service."
+)
+catalog_app = typer.Typer(no_args_is_help=True, help="Inspect the image catalog.")
+app.add_typer(catalog_app, name="catalog")
+
+EXIT_UNUSABLE_INPUT = 2
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML or TOML settings file (RETINA_* variables win).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except Exception as exc:  # pydantic's message already names the offending key
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _emit(data: dict[str, Any], as_json: bool, human: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    else:
+        typer.echo(human)
+
+
+def _prefect(settings: Settings) -> None:
+    from flows.runtime import prefect_environment
+
+    prefect_environment(settings.home)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the APTOS / Kermany layouts into.")],
+    fundus: Annotated[int, typer.Option(help="Fundus photographs to write.")] = 400,
+    oct: Annotated[int, typer.Option(help="OCT B-scans to write.")] = 400,
+    pairs: Annotated[int, typer.Option(help="Same-eye fundus+OCT pairs (pairs.csv) to write.")] = 0,
+    size: Annotated[
+        int | None, typer.Option(help="Fixed image width in px; default varies like the real sets.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same bytes.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Write synthetic data in the real APTOS 2019 and Kermany 2018 layouts, with lesion masks."""
+    from retina_core.data.synthetic import SynthSpec, write_synthetic
+
+    summary = write_synthetic(out, SynthSpec(fundus=fundus, oct=oct, pairs=pairs, size=size, seed=seed))
+    data = summary.model_dump(mode="json") if hasattr(summary, "model_dump") else dict(summary.__dict__)
+    _emit(data, as_json, f"wrote synthetic data to {out}")
+
+
+@app.command()
+def ingest(
+    source: Annotated[Source, typer.Argument(help="Layout of PATH: aptos, kermany or pairs.")],
+    path: Annotated[str, typer.Argument(help="Local folder, pairs.csv, or s3://bucket/prefix.")],
+    config: ConfigOption = None,
+    chunk_size: Annotated[int, typer.Option(help="Files per mapped ingestion task.")] = 64,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate, de-duplicate and catalogue a landing location; bad files are quarantined.
+
+    Exit 0 when the run completed (even with quarantined files), 2 when PATH is unusable.
+    """
+    from retina_core.data.rejections import SourceError
+
+    settings = _settings(config)
+    _prefect(settings)
+    from flows.ingest import IngestParams, ingest_flow
+    from flows.runtime import fast_flows
+
+    try:
+        with fast_flows():
+            summary = ingest_flow(
+                IngestParams(source=source, location=path, chunk_size=chunk_size), settings=settings
+            )
+    except SourceError as exc:
+        typer.echo(f"error: {path}: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+    lines = [
+        f"{summary.source}: scanned {summary.scanned}, accepted {summary.accepted}, "
+        f"already known {summary.already_known}, duplicates {summary.duplicates}, "
+        f"quarantined {len(summary.quarantined)}; dataset version {summary.dataset_version}"
+    ]
+    lines += [f"  quarantined {q.path}: {q.reason}" for q in summary.quarantined]
+    _emit(summary.contract(), as_json, "\n".join(lines))
+
+
+@catalog_app.command("export")
+def catalog_export(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every image: sha256, modality, source, patient_id, label, split."""
+    from retina_core.api import catalog_engine
+    from retina_core.catalog.repository import export_images
+
+    rows = export_images(catalog_engine(_settings(config)))
+    if as_json:
+        _emit({"images": rows, "count": len(rows)}, True, "")
+        return
+    typer.echo("sha256\tmodality\tsource\tpatient_id\tlabel\tsplit")
+    for r in rows:
+        typer.echo(
+            f"{r['sha256']}\t{r['modality']}\t{r['source']}\t{r['patient_id']}\t{r['label']}\t{r['split']}"
+        )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,196 @@
+"""The one settings object (env prefix ``RETINA_``), built at the entry point and passed down.
+
+Nothing below ``retina_core`` reads the environment: the CLI and the flows call
+:func:`load_settings` once and hand the result (or one of its sub-models) to the
+library. Every sub-model forbids unknown keys so that a typo in a config file is an
+error rather than a silently ignored default.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("retina_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class IngestSettings(_Section):
+    max_pixels: int = Field(
+        60_000_000, description="Larger images are quarantined: a guard against decompression bombs."
+    )
+    max_file_bytes: int = Field(64 * 1024 * 1024, description="Larger files are quarantined unread.")
+    min_side: int = Field(16, description="Images with a smaller side are too small to grade.")
+
+
+class SplitSettings(_Section):
+    key: str = Field(
+        "retina-fusion/splits/v1",
+        description="HMAC key of the patient-id hash. Changing it reshuffles every split: don't.",
+    )
+    val_fraction: float = Field(0.15, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.20, gt=0.0, lt=0.5)
+
+
+class ModalityTrainSettings(_Section):
+    architecture: str = Field(description="Any timm model name.")
+    image_size: int = Field(128, ge=16, description="Square input side in pixels.")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up before the cosine decay.")
+    loss: Literal["ce", "regression"] = Field(
+        "ce", description="'regression' trains one output with optimised thresholds (fundus only)."
+    )
+    imbalance: Literal["weighted_sampler", "class_weighted_loss", "none"] = "weighted_sampler"
+    patience: int = Field(4, ge=1, description="Epochs without validation improvement before stopping.")
+    pretrained: str | None = Field(
+        None, description="Local weights file (safetensors or state dict). Nothing is ever downloaded."
+    )
+    ben_graham: bool = Field(False, description="Fundus only: Ben Graham local-average colour normalisation.")
+    max_train_images: int | None = Field(None, description="Cap for quick runs; None uses everything.")
+    seed: int = 0
+
+
+def _fundus_defaults() -> ModalityTrainSettings:
+    return ModalityTrainSettings(architecture="tf_efficientnet_b0", epochs=10, lr=2e-3)
+
+
+def _oct_defaults() -> ModalityTrainSettings:
+    return ModalityTrainSettings(architecture="resnet18", epochs=6, lr=1e-3)
+
+
+class TrainSettings(_Section):
+    fundus: ModalityTrainSettings = Field(default_factory=_fundus_defaults)
+    oct: ModalityTrainSettings = Field(default_factory=_oct_defaults)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
+    num_workers: int | None = Field(None, description="DataLoader workers; None sizes them to the machine.")
+    amp: bool = Field(True, description="Mixed precision on CUDA (bf16 where supported). Ignored on CPU.")
+
+
+class FusionSettings(_Section):
+    head: Literal["concat_mlp", "gated"] = "concat_mlp"
+    hidden: int = Field(128, ge=4)
+    epochs: int = Field(60, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    pairs_per_image: int = Field(2, ge=1, description="Virtual pairs drawn per image (seeded).")
+    modality_dropout: float = Field(0.2, ge=0, lt=1, description="Chance to blank one modality in training.")
+    pairing: Literal["auto", "virtual", "real"] = Field(
+        "auto", description="'auto' uses real pairs when a pairs manifest was ingested."
+    )
+    seed: int = 0
+
+
+class EmbedSettings(_Section):
+    batch_size: int = Field(64, ge=1)
+    shard_size: int = Field(256, ge=1, description="Embeddings per object-store shard.")
+
+
+class ExplainSettings(_Section):
+    method: Literal["gradcam", "gradcam++", "eigencam", "scorecam"] = "gradcam"
+    examples_per_class: int = Field(4, ge=1)
+    max_images: int = Field(64, ge=1, description="Images scored for the pointing game per model.")
+
+
+class EvalSettings(_Section):
+    bootstrap: int = Field(1000, ge=50, description="Bootstrap resamples (patients) for 95% CIs.")
+    patient_aggregation: Literal["mean", "max"] = "mean"
+    ece_bins: int = 15
+    seed: int = 0
+
+
+class RegistrySettings(_Section):
+    margin: float = Field(
+        0.0, ge=0.0, description="A candidate must beat the champion's primary metric by more than this."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a run needs. ``RETINA_*`` variables, then an optional YAML/TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETINA_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(Path(".retina"), description="Working directory for the local defaults.")
+    storage_url: str | None = Field(None, description="file:///… or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(None, description="For MinIO or any S3-compatible store.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite under home by default.")
+
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    evaluation: EvalSettings = Field(default_factory=EvalSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+
+    @model_validator(mode="after")
+    def _derive_locations(self) -> Settings:
+        self.home = Path(self.home).expanduser().absolute()
+        if self.storage_url is None:
+            self.storage_url = (self.home / "store").as_uri()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'catalog.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _CONFIG_FILE.get()
+        if path is not None:
+            if path.suffix.lower() in {".yaml", ".yml"}:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            elif path.suffix.lower() == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            else:
+                raise ValueError(f"config file must be .yaml, .yml or .toml, not {path.name!r}")
+        return tuple(sources)
+
+    def train_for(self, modality: str) -> ModalityTrainSettings:
+        return getattr(self.train, str(modality))
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings: explicit overrides, then ``RETINA_*`` variables, then the file."""
+    path = Path(config_file) if config_file is not None else None
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    token = _CONFIG_FILE.set(path)
+    try:
+        return Settings(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def quick_preset(settings: Settings) -> Settings:
+    """A shrunken copy for `retina demo --quick` and the tests: small images, few epochs."""
+    data = settings.model_dump()
+    for modality in ("fundus", "oct"):
+        data["train"][modality].update(image_size=64, epochs=2, batch_size=16, patience=2)
+    data["fusion"].update(epochs=20)
+    data["evaluation"].update(bootstrap=200)
+    data["explain"].update(examples_per_class=2, max_images=16)
+    return Settings.model_validate(data)

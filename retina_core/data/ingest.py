@@ -1,0 +1,106 @@
+"""Per-file ingestion: read once, validate, hash, and put the bytes where they belong.
+
+Accepted bytes go to ``images/{modality}/{sha256}.{ext}`` (immutable, content
+addressed, so re-ingesting writes nothing new); rejected bytes go to ``quarantine/``
+beside a ``reason.json``. This module only touches the object store; the catalog rows
+are written afterwards in one transaction (``catalog.repository.register_ingest``), so
+a crash here leaves at worst unreferenced but valid objects, never a dangling row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from retina_core.config import IngestSettings
+from retina_core.data.rejections import Reason, Rejection
+from retina_core.data.sources import Candidate
+from retina_core.data.validation import ImageFacts, validate_image
+from retina_core.storage import ObjectNotFoundError, ObjectStore, StorageError, UnsafeKeyError
+
+log = logging.getLogger(__name__)
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_UNREACHABLE = {Reason.FILE_MISSING, Reason.PATH_ESCAPE}
+"""Problems for which there are no bytes to keep; for all others the file is quarantined too."""
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    candidate: Candidate
+    facts: ImageFacts | None = None
+    rejection: Rejection | None = None
+    object_key: str | None = None
+    """Curated key when accepted; quarantine key (of the file or its reason) when rejected."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.facts is not None
+
+
+def curated_key(modality: str, facts: ImageFacts) -> str:
+    return f"images/{modality}/{facts.sha256}.{facts.format}"
+
+
+def _read(landing: ObjectStore, key: str, settings: IngestSettings) -> bytes | Rejection:
+    try:
+        size = landing.size(key)
+        if size > settings.max_file_bytes:
+            return Rejection(Reason.TOO_LARGE, f"{size} bytes exceeds the {settings.max_file_bytes} limit")
+        return landing.get_bytes(key)
+    except UnsafeKeyError as exc:
+        return Rejection(Reason.PATH_ESCAPE, str(exc))
+    except ObjectNotFoundError:
+        return Rejection(Reason.FILE_MISSING, f"{key} disappeared before it could be read")
+    except (StorageError, OSError) as exc:
+        return Rejection(Reason.UNREADABLE, f"cannot read {key}: {type(exc).__name__}")
+
+
+def quarantine(store: ObjectStore, candidate: Candidate, rejection: Rejection, data: bytes | None) -> str:
+    """Keep the rejected file (when we have its bytes) and say why, never overwriting."""
+    reason = {
+        "source": str(candidate.source),
+        "path": candidate.path,
+        "reason": rejection.reason.value,
+        "detail": rejection.detail,
+        "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+    }
+    payload = json.dumps(reason, indent=2, sort_keys=True).encode()
+    tag = hashlib.sha256(payload + (data or b"")).hexdigest()[:16]
+    name = _UNSAFE_CHARS.sub("_", candidate.path.replace("/", "__"))[-120:] or "unnamed"
+    prefix = f"quarantine/{candidate.source}/{tag}"
+    if data is not None:
+        store.put_bytes(f"{prefix}/{name}", data)
+    store.put_bytes(f"{prefix}/reason.json", payload)
+    return f"{prefix}/reason.json"
+
+
+def process_candidate(
+    candidate: Candidate, landing: ObjectStore, store: ObjectStore, settings: IngestSettings
+) -> FileOutcome:
+    """Never raises for a bad file: every failure becomes a quarantined outcome."""
+    data: bytes | None = None
+    rejection = candidate.problem
+    facts: ImageFacts | None = None
+    if rejection is None or rejection.reason not in _UNREACHABLE:
+        read = _read(landing, candidate.path, settings)
+        if isinstance(read, Rejection):
+            rejection = rejection or read
+        else:
+            data = read
+            if rejection is None:
+                checked = validate_image(data, candidate.modality, settings)
+                if isinstance(checked, Rejection):
+                    rejection = checked
+                else:
+                    facts = checked
+    if rejection is not None:
+        key = quarantine(store, candidate, rejection, data)
+        log.info("quarantined %s: %s", candidate.path, rejection)
+        return FileOutcome(candidate, rejection=rejection, object_key=key)
+    assert facts is not None and data is not None
+    key = curated_key(str(candidate.modality), facts)
+    store.put_bytes(key, data)
+    return FileOutcome(candidate, facts=facts, object_key=key)
