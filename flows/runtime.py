@@ -25,6 +25,7 @@ DEFAULTS = {
 def prefect_environment(home: Path) -> None:
     """Set defaults before Prefect is imported; PREFECT_HOME lives under RETINA_HOME."""
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
 

@@ -18,6 +18,7 @@ What :class:`RestartableMotoServer` guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from typing import Any
@@ -96,10 +97,8 @@ class RestartableMotoServer:
         with server.connections_lock:  # type: ignore[attr-defined]
             open_connections = list(server.connections)  # type: ignore[attr-defined]
         for connection in open_connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the client
         thread.join(timeout=10)
 
     def restart(self) -> None:
