@@ -98,3 +98,60 @@ class DatasetVersionRow(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     new_images: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersionRow(Base):
+    """A registered model version. Weights are immutable; only ``status`` ever changes."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_model_version"),
+        UniqueConstraint("name", "run_key", name="uq_model_run_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    run_key: Mapped[str] = mapped_column(
+        String(64), doc="Hash of the inputs (config, data version, parents): same inputs, same version."
+    )
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    object_prefix: Mapped[str] = mapped_column(Text)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    primary_metric: Mapped[str] = mapped_column(String(32))
+    primary_value: Mapped[float | None] = mapped_column()
+    primary_low: Mapped[float | None] = mapped_column()
+    primary_high: Mapped[float | None] = mapped_column()
+    data_version: Mapped[int | None] = mapped_column(Integer)
+    parents: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RegistryEventRow(Base):
+    """Append-only history of registry decisions: register, promote, keep, rollback."""
+
+    __tablename__ = "registry_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EmbeddingShardRow(Base):
+    """Index of the content-addressed embedding cache: which shard holds which image."""
+
+    __tablename__ = "embedding_entries"
+    __table_args__ = (UniqueConstraint("cache_key", "sha256", name="uq_embedding_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cache_key: Mapped[str] = mapped_column(String(64), index=True, doc="Encoder + preprocessing fingerprint.")
+    sha256: Mapped[str] = mapped_column(String(64))
+    shard_key: Mapped[str] = mapped_column(Text)
+    row: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -28,9 +28,10 @@ from retina_core.catalog.models import (
 )
 from retina_core.config import SplitSettings
 from retina_core.data.ingest import FileOutcome
+from retina_core.data.records import ImageRecord
 from retina_core.data.rejections import Reason, Rejection
 from retina_core.data.splits import assign_split, split_balance
-from retina_core.domain import Modality, Source
+from retina_core.domain import Modality, Source, Split
 
 
 class QuarantineEntry(BaseModel):
@@ -329,4 +330,37 @@ def export_images(engine: Engine) -> list[dict[str, Any]]:
                 "dataset_version": r.dataset_version,
             }
             for r in rows
+        ]
+
+
+def image_records(engine: Engine, modality: Modality, *, labeled_only: bool = True) -> list[ImageRecord]:
+    """The training/evaluation view of the catalog for one modality, in a stable order."""
+    with session_scope(engine) as session:
+        query = select(ImageRow).where(ImageRow.modality == modality.value).order_by(ImageRow.sha256)
+        if labeled_only:
+            query = query.where(ImageRow.label.is_not(None))
+        return [
+            ImageRecord(
+                sha256=r.sha256,
+                modality=Modality(r.modality),
+                label=int(r.label) if r.label is not None else -1,
+                patient_id=r.patient_id,
+                split=Split(r.split),
+                object_key=r.object_key,
+            )
+            for r in session.execute(query).scalars()
+        ]
+
+
+def pair_rows(engine: Engine) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        return [
+            {
+                "patient_id": p.patient_id,
+                "eye": p.eye,
+                "fundus": p.fundus_sha256,
+                "oct": p.oct_sha256,
+                "split": p.split,
+            }
+            for p in session.execute(select(PairRow).order_by(PairRow.id)).scalars()
         ]

@@ -9,30 +9,18 @@ DataLoader workers cheap; a list of per-image arrays or open file handles would 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from retina_core.domain import Modality, Split
+from retina_core.data.records import ImageRecord
 
 Transform = Callable[..., dict[str, Any]]
 """An albumentations pipeline: called as ``transform(image=array)``, returns ``{"image": tensor}``."""
 
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """The training/evaluation view of one catalog row."""
-
-    sha256: str
-    modality: Modality
-    label: int
-    patient_id: str
-    split: Split
-    object_key: str
-    """Where the original bytes live in the object store (``images/{modality}/{sha256}.{ext}``)."""
+__all__ = ["ArrayDataset", "ImageRecord", "Transform"]
 
 
 class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):

@@ -1,0 +1,93 @@
+"""Training checkpoints in the object store, safe to load.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists written with
+``torch.save`` and read back with ``weights_only=True``: a file carrying any other
+pickled object is refused instead of executed. One object per epoch
+(``checkpoints/{run_key}/epoch-NNN.pt``); nothing is overwritten, and the newest
+complete epoch is found by listing, so a kill during a write leaves the previous
+checkpoint usable (the store's writes are atomic).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from retina_core.storage import ObjectStore
+
+_EPOCH = re.compile(r"epoch-(\d{3,})\.pt$")
+
+
+class UnsafeCheckpointError(ValueError):
+    """The checkpoint holds something other than tensors and plain data."""
+
+
+def checkpoint_prefix(run_key: str) -> str:
+    return f"checkpoints/{run_key}"
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_bytes(payload: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes) -> dict[str, Any]:
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            "checkpoint refused: it contains pickled objects beyond tensors and plain data "
+            f"({str(exc).splitlines()[0]})"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise UnsafeCheckpointError(f"checkpoint must be a dict, got {type(payload).__name__}")
+    return payload
+
+
+def save_checkpoint(store: ObjectStore, run_key: str, epoch: int, payload: dict[str, Any]) -> str:
+    key = f"{checkpoint_prefix(run_key)}/epoch-{epoch:03d}.pt"
+    store.put_bytes(key, to_bytes(payload))
+    return key
+
+
+def latest_checkpoint(store: ObjectStore, run_key: str) -> tuple[int, str] | None:
+    found = [
+        (int(m.group(1)), info.key)
+        for info in store.list(checkpoint_prefix(run_key) + "/")
+        if (m := _EPOCH.search(info.key))
+    ]
+    return max(found) if found else None
+
+
+def load_latest(store: ObjectStore, run_key: str) -> dict[str, Any] | None:
+    latest = latest_checkpoint(store, run_key)
+    return from_bytes(store.get_bytes(latest[1])) if latest else None

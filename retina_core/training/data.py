@@ -1,0 +1,61 @@
+"""From catalog records to in-memory split arrays, through the preprocessed cache."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from retina_core.data.image_cache import CacheStats, PreprocessedCache
+from retina_core.data.records import ImageRecord
+from retina_core.domain import Modality, Split
+from retina_core.storage import ObjectStore
+from retina_core.training.loop import SplitArrays
+
+log = logging.getLogger(__name__)
+
+
+def cache_for(store: ObjectStore, modality: Modality, size: int, ben_graham: bool) -> PreprocessedCache:
+    return PreprocessedCache(store, modality, size, ben_graham=ben_graham and modality is Modality.FUNDUS)
+
+
+def ensure_preprocessed(
+    cache: PreprocessedCache, store: ObjectStore, records: Sequence[ImageRecord], *, workers: int = 2
+) -> CacheStats:
+    """Decode + crop + resize each original once; later epochs and runs read the cache."""
+    items = [(r.sha256, lambda key=r.object_key: store.get_bytes(key)) for r in records]
+    return cache.ensure(items, workers=workers)
+
+
+def cap_records(records: Sequence[ImageRecord], cap: int | None, seed: int) -> list[ImageRecord]:
+    """A seeded, patient-preserving subset for quick runs (whole patients are kept or dropped)."""
+    if cap is None or len(records) <= cap:
+        return list(records)
+    patients = sorted({r.patient_id for r in records})
+    order = np.random.default_rng(seed).permutation(len(patients))
+    keep: set[str] = set()
+    count = 0
+    per_patient: dict[str, int] = {}
+    for r in records:
+        per_patient[r.patient_id] = per_patient.get(r.patient_id, 0) + 1
+    for i in order:
+        if count >= cap:
+            break
+        keep.add(patients[i])
+        count += per_patient[patients[i]]
+    return [r for r in records if r.patient_id in keep]
+
+
+def split_arrays(cache: PreprocessedCache, records: Sequence[ImageRecord]) -> dict[Split, SplitArrays]:
+    out: dict[Split, SplitArrays] = {}
+    for split in Split:
+        rows = [r for r in records if r.split is split]
+        shas = [r.sha256 for r in rows]
+        out[split] = SplitArrays(
+            images=cache.load_many(shas, workers=2) if rows else np.zeros((0, *cache.shape), dtype=np.uint8),
+            labels=np.array([r.label for r in rows], dtype=np.int64),
+            patient_ids=np.array([r.patient_id for r in rows], dtype=object),
+            shas=shas,
+        )
+    return out
