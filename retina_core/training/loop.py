@@ -73,7 +73,8 @@ EpochCallback = Callable[[EpochLog, int], None]
 BatchCallback = Callable[[int, int], None]
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python; called before model init and at every epoch start."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
@@ -201,7 +202,7 @@ def fit(
             stopped_early = True
             break
         seed = _epoch_seed(settings.seed, epoch)
-        _seed_everything(seed)
+        seed_everything(seed)
         transform.set_random_seed(seed)
         sampler = _sampler(settings, train.labels, seed)
         loader = DataLoader(

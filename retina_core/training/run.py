@@ -41,7 +41,14 @@ from retina_core.models.registry import model_for_modality
 from retina_core.storage import ObjectStore
 from retina_core.training.data import cache_for, cap_records, ensure_preprocessed, split_arrays
 from retina_core.training.device import select_device
-from retina_core.training.loop import BatchCallback, EpochCallback, SplitArrays, fit, predict_logits
+from retina_core.training.loop import (
+    BatchCallback,
+    EpochCallback,
+    SplitArrays,
+    fit,
+    predict_logits,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 TRAINING_CODE_VERSION = "train-v1"
@@ -163,6 +170,7 @@ def train_modality(
             seconds=time.perf_counter() - started,
         )
 
+    seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
     task = "regression" if ms.loss == "regression" else "classification"
     options = {"task": task} if modality is Modality.FUNDUS else {}
     model = create_model(
