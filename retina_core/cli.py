@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,8 +103,14 @@ def ingest(
     Exit 0 when the run completed (even with quarantined files), 2 when PATH is unusable.
     """
     from retina_core.data.rejections import SourceError
+    from retina_core.landing import open_landing
 
     settings = _settings(config)
+    try:
+        open_landing(path, source, settings)  # fail fast, before starting any orchestration
+    except SourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
     _prefect(settings)
     from flows.ingest import IngestParams, ingest_flow
     from flows.runtime import fast_flows
@@ -123,6 +130,93 @@ def ingest(
     ]
     lines += [f"  quarantined {q.path}: {q.reason}" for q in summary.quarantined]
     _emit(summary.contract(), as_json, "\n".join(lines))
+
+
+class TrainTarget(StrEnum):
+    FUNDUS = "fundus"
+    OCT = "oct"
+    FUSION = "fusion"
+
+
+def _train_summary(report: Any) -> str:
+    ev = report.evaluation
+    lvl = ev.image_level
+    lines = [
+        f"{report.model_name} v{report.version} ({report.status}{', reused' if report.reused else ''}); "
+        f"data version {report.data_version}; images {report.counts}",
+        f"  {ev.primary_metric}: {ev.primary}   (test split, 95% CI by patient bootstrap)",
+    ]
+    for label, est in (
+        ("accuracy", lvl.accuracy),
+        ("balanced accuracy", lvl.balanced_accuracy),
+        ("macro-F1", lvl.macro_f1),
+        (f"{ev.referable_name} sensitivity", lvl.referable_sensitivity),
+        (f"{ev.referable_name} specificity", lvl.referable_specificity),
+        ("normal-vs-disease AUC", lvl.disease_auc),
+    ):
+        lines.append(f"  {label}: {est}")
+    if report.decision is not None:
+        lines.append(f"  registry: {report.decision.reason}")
+    return "\n".join(lines)
+
+
+@app.command()
+def train(
+    target: Annotated[
+        TrainTarget, typer.Argument(help="fundus, oct, or fusion (on the two frozen encoders).")
+    ],
+    config: ConfigOption = None,
+    architecture: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input side in pixels.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    loss: Annotated[str | None, typer.Option(help="Fundus: ce or regression.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train, evaluate on the fixed test split and register a model version."""
+    settings = _settings(config)
+    _prefect(settings)
+    from flows.runtime import fast_flows
+
+    with fast_flows():
+        if target is TrainTarget.FUSION:
+            from flows.fusion import FusionParams, train_fusion_flow
+
+            report = train_fusion_flow(FusionParams(), settings=settings)
+            _emit(report.model_dump(mode="json"), as_json, report.summary_text())
+            return
+        from flows.train import TrainParams, train_modality_flow
+
+        params = TrainParams(
+            modality=target.value,
+            architecture=architecture,
+            image_size=image_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            loss=loss,
+        )
+        report = train_modality_flow(params, settings=settings)
+    data = {
+        "model": report.model_name,
+        "version": report.version,
+        "status": report.status,
+        "reused": report.reused,
+        "data_version": report.data_version,
+        "counts": report.counts,
+        "primary_metric": report.evaluation.primary_metric,
+        "primary": report.evaluation.primary.to_dict(),
+        "evaluation": report.evaluation.model_dump(mode="json"),
+        "decision": report.decision.model_dump(mode="json") if report.decision else None,
+        "history": report.history,
+        "seconds": round(report.seconds, 2),
+    }
+    _emit(data, as_json, _train_summary(report))
 
 
 @catalog_app.command("export")
