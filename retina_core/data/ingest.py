@@ -19,6 +19,7 @@ from retina_core.config import IngestSettings
 from retina_core.data.rejections import Reason, Rejection
 from retina_core.data.sources import Candidate
 from retina_core.data.validation import ImageFacts, validate_image
+from retina_core.domain import Modality
 from retina_core.storage import ObjectNotFoundError, ObjectStore, StorageError, UnsafeKeyError
 
 log = logging.getLogger(__name__)
@@ -103,4 +104,36 @@ def process_candidate(
     assert facts is not None and data is not None
     key = curated_key(str(candidate.modality), facts)
     store.put_bytes(key, data)
+    _keep_mask(candidate, facts, landing, store, settings)
     return FileOutcome(candidate, facts=facts, object_key=key)
+
+
+def mask_key(sha256: str) -> str:
+    return f"masks/{sha256}.png"
+
+
+def _keep_mask(
+    candidate: Candidate,
+    facts: ImageFacts,
+    landing: ObjectStore,
+    store: ObjectStore,
+    settings: IngestSettings,
+) -> None:
+    """Copy a lesion mask found beside the image (synthetic data has them; real data rarely does).
+
+    A mask that is unreadable or of another size is ignored with a warning: it is
+    evaluation material, never a reason to reject the image itself.
+    """
+    if candidate.mask_path is None:
+        return
+    try:
+        if not landing.exists(candidate.mask_path):
+            return
+        data = landing.get_bytes(candidate.mask_path)
+    except StorageError:
+        return
+    checked = validate_image(data, Modality.OCT, settings)
+    if isinstance(checked, Rejection) or (checked.width, checked.height) != (facts.width, facts.height):
+        log.warning("ignoring mask %s: unreadable or not the image's size", candidate.mask_path)
+        return
+    store.put_bytes(mask_key(facts.sha256), data)

@@ -67,19 +67,30 @@ def field_mask(rgb: np.ndarray) -> np.ndarray | None:
     return labels == largest
 
 
-def crop_fundus_field(rgb: np.ndarray) -> np.ndarray:
-    """Crop to the field's bounding box, dropping black borders; a field cut at the top or
-    bottom simply spans the full height. Returns the input unchanged when no field is found."""
+def field_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the field's bounding box, or None when no field is found.
+
+    Found on a thumbnail for speed; a field cut at the top or bottom spans the full height.
+    """
     height, width = rgb.shape[:2]
     thumb = _fit(rgb, FIELD_DETECT_SIDE) if max(height, width) > FIELD_DETECT_SIDE else rgb
     mask = field_mask(thumb)
     if mask is None:
-        return rgb
+        return None
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     fy, fx = height / thumb.shape[0], width / thumb.shape[1]
     top, bottom = int(rows[0] * fy), min(height, math.ceil((rows[-1] + 1) * fy))
     left, right = int(cols[0] * fx), min(width, math.ceil((cols[-1] + 1) * fx))
+    return top, bottom, left, right
+
+
+def crop_fundus_field(rgb: np.ndarray) -> np.ndarray:
+    """Crop to the field's bounding box, dropping black borders; unchanged when no field is found."""
+    box = field_box(rgb)
+    if box is None:
+        return rgb
+    top, bottom, left, right = box
     return rgb[top:bottom, left:right]
 
 
@@ -140,6 +151,22 @@ def preprocess(data: bytes, modality: Modality, size: int, *, ben_graham: bool =
         if ben_graham:  # sigma is relative to the field, so the target size gives the same effect, cheaply
             img = _ben_graham(_fit(img, size))
     return resize_pad(img, size)
+
+
+def preprocess_mask(image: bytes, mask: bytes, modality: Modality, size: int) -> np.ndarray:
+    """A lesion mask put through the image's own geometry (field crop, resize, pad): bool (size, size).
+
+    Grad-CAM maps live in the model's input space, so the pointing game needs the mask
+    there too; colour normalisation doesn't move pixels and is irrelevant here.
+    """
+    modality = Modality(modality)
+    lesions = decode_image(mask, Modality.OCT) > 0
+    if modality is Modality.FUNDUS:
+        box = field_box(decode_image(image, modality))
+        if box is not None:
+            top, bottom, left, right = box
+            lesions = lesions[top:bottom, left:right]
+    return resize_pad(lesions.astype(np.uint8) * 255, size) > 127
 
 
 def preprocess_fingerprint(modality: Modality, size: int, ben_graham: bool) -> str:

@@ -36,6 +36,8 @@ class Candidate:
     problem: Rejection | None = None
     pair_row: int | None = None
     """Row of the pairs manifest this file belongs to (pairs source only)."""
+    mask_path: str | None = None
+    """Where a lesion mask for this image would be (the synthetic layouts write them)."""
 
 
 def _is_hidden(key: str) -> bool:
@@ -93,7 +95,14 @@ def scan_aptos(landing: ObjectStore) -> Iterator[Candidate]:
     for row in rows:
         id_code = row["id_code"]
         key = f"train_images/{id_code}.png"
-        base = Candidate(Source.APTOS, key, Modality.FUNDUS, patient_id=id_code or None, label=None)
+        base = Candidate(
+            Source.APTOS,
+            key,
+            Modality.FUNDUS,
+            patient_id=id_code or None,
+            label=None,
+            mask_path=f"train_masks/{id_code}.png",
+        )
         if not _safe_relpath(id_code) or "/" in id_code:
             yield replace(
                 base, problem=Rejection(Reason.PATH_ESCAPE, f"id_code {id_code!r} is not a file name")
@@ -141,7 +150,14 @@ def scan_kermany(landing: ObjectStore) -> Iterator[Candidate]:
         if _is_hidden(key):
             continue
         parts = PurePosixPath(key[len(root) :]).parts
-        base = Candidate(Source.KERMANY, key, Modality.OCT, patient_id=None, label=None)
+        base = Candidate(
+            Source.KERMANY,
+            key,
+            Modality.OCT,
+            patient_id=None,
+            label=None,
+            mask_path=f"masks/{PurePosixPath(key).stem}.png",
+        )
         if len(parts) != 3 or parts[0] not in ("train", "test", "val"):
             yield replace(base, problem=Rejection(Reason.UNPARSEABLE_NAME, "not at {split}/{CLASS}/{file}"))
             continue
@@ -199,7 +215,20 @@ def scan_pairs(landing: ObjectStore, manifest: str = "pairs.csv") -> Iterator[Ca
         ):
             path = row[path_col].replace("\\", "/")
             base = Candidate(
-                Source.PAIRS, path or f"<row {i + 2}>", modality, patient or None, None, eye, None, i
+                Source.PAIRS,
+                path or f"<row {i + 2}>",
+                modality,
+                patient or None,
+                None,
+                eye,
+                None,
+                i,
+                mask_path=str(
+                    PurePosixPath(path).parent.parent
+                    / "masks"
+                    / modality.value
+                    / f"{PurePosixPath(path).stem}.png"
+                ),
             )
             label = _pair_label(row.get(label_col), modality)
             if not patient:

@@ -77,7 +77,7 @@ def test_unusable_location_raises_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError):
         api.ingest(settings, Source.APTOS, str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceError, match="train.csv"):
+    with pytest.raises(SourceError, match=r"train\.csv"):
         api.ingest(settings, Source.APTOS, str(tmp_path / "empty"))
 
 
@@ -233,3 +233,27 @@ def test_catalog_on_postgres_reingest_and_conflicts(tmp_path: Path) -> None:
         assert summary.accepted == 4 and len(summary.quarantined) == 10
         again = api.ingest(settings, Source.APTOS, str(tmp_path / "aptos"))
         assert (again.accepted, again.already_known, again.dataset_version) == (0, 4, summary.dataset_version)
+
+
+def test_lesion_masks_beside_synthetic_images_are_kept(tmp_path: Path) -> None:
+    from retina_core.data.ingest import mask_key
+    from retina_core.data.synthetic import SynthSpec, write_synthetic
+
+    write_synthetic(tmp_path / "synth", SynthSpec(fundus=8, oct=8, pairs=3, size=64, seed=2))
+    settings = make_settings(tmp_path / "home")
+    for source, location in (
+        (Source.APTOS, "aptos"),
+        (Source.KERMANY, "kermany"),
+        (Source.PAIRS, "pairs.csv"),
+    ):
+        api.ingest(settings, source, str(tmp_path / "synth" / location))
+    store = api.curated_store(settings)
+    rows = export_images(api.catalog_engine(settings))
+    with_mask = {r["sha256"] for r in rows if store.exists(mask_key(r["sha256"]))}
+    diseased = {
+        r["sha256"]
+        for r in rows
+        if r["label"] is not None
+        and ((r["modality"] == "fundus" and r["label"] > 0) or (r["modality"] == "oct" and r["label"] != 3))
+    }
+    assert with_mask and with_mask == diseased
