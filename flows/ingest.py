@@ -31,6 +31,10 @@ class IngestParams(RunConfig):
         "landing/kermany", description="Local folder (or pairs.csv) or s3://bucket/prefix to ingest from."
     )
     chunk_size: int = Field(64, ge=1, le=10_000, description="Files per mapped ingestion task.")
+    emit: bool = Field(
+        True,
+        description="Emit retina.dataset.updated when new images were accepted (off inside the pipeline).",
+    )
 
 
 def dataset_event_payload(summary: IngestSummary) -> dict[str, Any]:
@@ -67,7 +71,7 @@ def ingest_flow(params: IngestParams, settings: Settings | None = None) -> Inges
         len(summary.quarantined),
         summary.dataset_version,
     )
-    if summary.accepted or summary.new_pairs:
+    if params.emit and (summary.accepted or summary.new_pairs):
         emit_event(
             event=DATASET_UPDATED,
             resource={"prefect.resource.id": f"retina.dataset.{summary.dataset_version}"},

@@ -27,6 +27,9 @@ catalog_app = typer.Typer(no_args_is_help=True, help="Inspect the image catalog.
 app.add_typer(catalog_app, name="catalog")
 
 EXIT_UNUSABLE_INPUT = 2
+DEMO_FULL = {"fundus": 900, "oct": 900, "pairs": 300, "size": 512, "seed": 0}
+"""The default demo: sized so `make demo` stays within 15 minutes on 2 CPU cores."""
+DEMO_QUICK = {"fundus": 160, "oct": 200, "pairs": 120, "size": 256, "seed": 0}
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML or TOML settings file (RETINA_* variables win).")
@@ -217,6 +220,114 @@ def train(
         "seconds": round(report.seconds, 2),
     }
     _emit(data, as_json, _train_summary(report))
+
+
+def _pipeline_summary(result: Any) -> str:
+    if result.skipped:
+        return f"skipped: {result.skipped}"
+    lines = [f"run {result.run_id}"]
+    for m in result.models:
+        p = m["primary"]
+        lines.append(
+            f"  {m['model']} v{m['version']} ({m['status']}): {m['primary_metric']} "
+            f"{p['value']:.3f} [{p['low']:.3f}, {p['high']:.3f}]"
+        )
+    if result.fusion:
+        lines.append(f"  fusion: {result.fusion}")
+    lines.append(f"report: {result.report_path}")
+    return "\n".join(lines)
+
+
+def _run_pipeline(settings: Settings, sources: list[Any], *, quick: bool, synthetic: bool) -> Any:
+    _prefect(settings)
+    from flows.pipeline import PipelineParams, retrain_pipeline_flow
+    from flows.runtime import fast_flows
+
+    with fast_flows():
+        return retrain_pipeline_flow(
+            PipelineParams(sources=sources, quick=quick, synthetic=synthetic), settings=settings
+        )
+
+
+@app.command()
+def pipeline(
+    config: ConfigOption = None,
+    aptos: Annotated[str | None, typer.Option(help="APTOS folder (or s3:// prefix) to ingest first.")] = None,
+    kermany: Annotated[
+        str | None, typer.Option(help="Kermany folder (or s3:// prefix) to ingest first.")
+    ] = None,
+    pairs: Annotated[str | None, typer.Option(help="pairs.csv to ingest first.")] = None,
+    quick: Annotated[bool, typer.Option(help="Shrunken preset (64 px, 2 epochs).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole flow: ingest -> train both -> embed -> fusion -> explain -> report -> register."""
+    from retina_core.pipeline import SourceSpec
+
+    settings = _settings(config)
+    sources = [
+        SourceSpec(source=src, location=loc)
+        for src, loc in ((Source.APTOS, aptos), (Source.KERMANY, kermany), (Source.PAIRS, pairs))
+        if loc
+    ]
+    result = _run_pipeline(settings, sources, quick=quick, synthetic=False)
+    _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result))
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="A ~3-minute run on tiny data.")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Synthetic data + the whole pipeline on the embedded defaults; prints the report path."""
+    from retina_core.data.synthetic import SynthSpec, write_synthetic
+    from retina_core.pipeline import SourceSpec
+
+    settings = _settings(config)
+    spec = SynthSpec(**DEMO_QUICK if quick else DEMO_FULL)
+    data = settings.home / "demo-data" / ("quick" if quick else "full")
+    if not (data / "pairs.csv").exists():
+        typer.echo(f"writing synthetic data to {data} ...", err=True)
+        write_synthetic(data, spec)
+    sources = [
+        SourceSpec(source=Source.APTOS, location=str(data / "aptos")),
+        SourceSpec(source=Source.KERMANY, location=str(data / "kermany")),
+        SourceSpec(source=Source.PAIRS, location=str(data / "pairs.csv")),
+    ]
+    result = _run_pipeline(settings, sources, quick=quick, synthetic=True)
+    _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result))
+
+
+@app.command()
+def embed(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Fill the embedding cache for the current encoders; says how many were computed and reused."""
+    settings = _settings(config)
+    _prefect(settings)
+    from flows.embed import EmbedParams, embed_flow
+    from flows.runtime import fast_flows
+
+    with fast_flows():
+        report = embed_flow(EmbedParams(), settings=settings)
+    _emit(report.model_dump(mode="json"), as_json, str(report))
+
+
+@app.command()
+def report(
+    run: Annotated[str | None, typer.Option("--run", help="Run id; the newest run by default.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write (again) the self-contained HTML report of a pipeline run and print its path."""
+    from retina_core.reporting import ReportData, write_report
+
+    settings = _settings(config)
+    root = settings.home / "reports"
+    runs = sorted(p.name for p in root.glob("*") if (p / "report.json").exists()) if root.exists() else []
+    if not runs or (run is not None and run not in runs):
+        typer.echo(f"error: no report {'for run ' + run if run else 'yet'} under {root}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT)
+    folder = root / (run or runs[-1])
+    data = ReportData.from_json((folder / "report.json").read_text())
+    typer.echo(str(write_report(data, folder)))
 
 
 @catalog_app.command("export")

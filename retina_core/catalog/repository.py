@@ -364,3 +364,10 @@ def pair_rows(engine: Engine) -> list[dict[str, Any]]:
             }
             for p in session.execute(select(PairRow).order_by(PairRow.id)).scalars()
         ]
+
+
+def quarantine_counts(engine: Engine) -> dict[str, int]:
+    """Rejected files by reason, counting each (source, path, reason) once across re-runs."""
+    with session_scope(engine) as session:
+        rows = session.execute(select(QuarantineRow.source, QuarantineRow.path, QuarantineRow.reason)).all()
+    return dict(Counter(reason for _, _, reason in set(rows)))

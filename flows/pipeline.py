@@ -1,0 +1,79 @@
+"""The ``retrain-pipeline`` flow: ingest → train fundus → train OCT → embed → fusion →
+explain → report; every training stage registers its model and applies the champion rule.
+
+Triggered by ``retina.dataset.updated`` (the deployment passes the event's
+``new_images``) or run by ``retina pipeline`` / ``retina demo``. Stages pass ids and
+small reports between them; images and tensors stay in the object store.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from pydantic import Field
+
+from flows.common import RunConfig
+from flows.embed import EmbedParams, embed_flow
+from flows.fusion import FusionParams, train_fusion_flow
+from flows.ingest import IngestParams, ingest_flow
+from flows.train import TrainParams, train_modality_flow
+from retina_core.config import Settings, quick_preset
+from retina_core.domain import Modality
+from retina_core.pipeline import PipelineResult, SourceSpec, new_run_id, summarise
+from tasks.explain import explain_task, report_task
+
+
+class PipelineParams(RunConfig):
+    sources: list[SourceSpec] = Field(
+        default_factory=list,
+        description="Landing locations to ingest first; empty when triggered by ingestion.",
+    )
+    quick: bool = Field(False, description="Shrunken preset: 64 px, 2 epochs (demo --quick, tests).")
+    min_new_images: int = Field(1, ge=0, description="Skip the retrain when fewer new images arrived.")
+    new_images: int | None = Field(
+        None, description="New images reported by the triggering event; None when started by hand."
+    )
+    synthetic: bool = Field(False, description="Data came from `retina synth` (said plainly in the report).")
+    run_id: str | None = Field(None, description="Report folder name; a timestamped id by default.")
+
+
+@flow(name="retrain-pipeline", flow_run_name="retrain-{params.run_id}")
+def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = None) -> PipelineResult:
+    logger = get_run_logger()
+    settings = settings or params.settings()
+    if params.quick:
+        settings = quick_preset(settings)
+    run_id = params.run_id or new_run_id()
+    if params.new_images is not None and params.new_images < params.min_new_images:
+        logger.info("only %d new images (< %d): nothing to retrain", params.new_images, params.min_new_images)
+        return PipelineResult(
+            run_id=run_id,
+            report_path="",
+            ingested=[],
+            models=[],
+            fusion=None,
+            skipped=f"{params.new_images} new images < min_new_images {params.min_new_images}",
+        )
+    ingested = [
+        ingest_flow(IngestParams(source=s.source, location=s.location, emit=False), settings=settings)
+        for s in params.sources
+    ]
+    trains = [
+        train_modality_flow(TrainParams(modality=m), settings=settings)
+        for m in (Modality.FUNDUS, Modality.OCT)
+    ]
+    embed_flow(EmbedParams(), settings=settings)
+    fusion = train_fusion_flow(FusionParams(), settings=settings)
+    explained = [explain_task.submit(settings, t.model_name, t.version, run_id) for t in trains]
+    path = report_task(settings, run_id, trains, fusion, [e.result() for e in explained], params.synthetic)
+    result = summarise(run_id, path, ingested, trains, fusion)
+    create_link_artifact(key="retina-report", link=path.as_uri(), description=f"Report of run {run_id}")
+    lines = [
+        f"- **{m['model']} v{m['version']}** ({m['status']}): {m['primary_metric']} "
+        f"{m['primary']['value']:.3f} [{m['primary']['low']:.3f}, {m['primary']['high']:.3f}]"
+        for m in result.models
+    ]
+    create_markdown_artifact(
+        key="retina-pipeline", markdown=f"# Run {run_id}\n\n" + "\n".join(lines) + f"\n\nReport: `{path}`"
+    )
+    return result

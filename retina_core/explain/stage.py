@@ -1,0 +1,211 @@
+"""The explain stage of the pipeline: CAMs for one trained model on its test split.
+
+Produces what the report shows: the pointing game against lesion masks (where the data
+has them) next to a random-map baseline, ROAD faithfulness next to a random map (works
+without masks, so also on real data), and galleries of overlays per class — correct,
+misclassified, most confident, most uncertain — with true and predicted labels in the
+caption and the file name.
+
+The pointing game explains the *true* class (does the map find the lesion that defines
+the label?); galleries explain the *predicted* class (why did the model say this?).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import Engine
+
+from retina_core.config import ExplainSettings, Settings
+from retina_core.data.ingest import mask_key
+from retina_core.data.preprocess import preprocess_mask
+from retina_core.data.transforms import build_eval_transform
+from retina_core.domain import Split
+from retina_core.explain.cam import compute_cams
+from retina_core.explain.overlay import overlay, save_png, side_by_side
+from retina_core.explain.pointing import score_pointing, summarise_pointing
+from retina_core.explain.road import road_scores
+from retina_core.models.classifier import RetinaClassifier
+from retina_core.models.persist import read_json
+from retina_core.reporting.data import ExplainSection, GalleryItem, pointing_rows, road_rows
+from retina_core.storage import ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
+ROAD_IMAGES = 16
+"""ROAD re-runs the model at several perturbation levels per image: bounded for CPU runs."""
+
+
+@dataclass
+class TestPredictions:
+    images: np.ndarray
+    """uint8 model-input images (N, S, S[, C]) from the preprocessed cache."""
+    labels: np.ndarray
+    probs: np.ndarray
+    shas: list[str]
+    object_keys: list[str]
+
+
+def to_tensor(model: RetinaClassifier, images: np.ndarray) -> torch.Tensor:
+    transform = build_eval_transform(model.spec)
+    return torch.stack([transform(image=img)["image"] for img in images])
+
+
+def _masks(
+    store: ObjectStore, model: RetinaClassifier, preds: TestPredictions, idx: list[int]
+) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for i in idx:
+        try:
+            if not store.exists(mask_key(preds.shas[i])):
+                continue
+            mask = preprocess_mask(
+                store.get_bytes(preds.object_keys[i]),
+                store.get_bytes(mask_key(preds.shas[i])),
+                model.spec.modality,
+                model.spec.input_size,
+            )
+        except (StorageError, ValueError, OSError) as exc:
+            log.warning("mask for %s unusable: %s", preds.shas[i][:12], exc)
+            continue
+        if mask.any():
+            out[i] = mask
+    return out
+
+
+def _gallery_picks(preds: TestPredictions, per_class: int) -> list[tuple[int, str]]:
+    predicted = preds.probs.argmax(1)
+    confidence = preds.probs.max(1)
+    picks: list[tuple[int, str]] = []
+    for label in np.unique(preds.labels):
+        rows = np.flatnonzero(preds.labels == label)
+        right = rows[predicted[rows] == label]
+        wrong = rows[predicted[rows] != label]
+        picks += [(int(i), "correct") for i in right[np.argsort(-confidence[right])][:per_class]]
+        picks += [(int(i), "misclassified") for i in wrong[np.argsort(-confidence[wrong])][:per_class]]
+    order = np.argsort(-confidence)
+    picks += [(int(i), "most-confident") for i in order[:per_class]]
+    picks += [(int(i), "most-uncertain") for i in order[::-1][:per_class]]
+    return picks
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def explain_model(
+    model: RetinaClassifier,
+    preds: TestPredictions,
+    store: ObjectStore,
+    settings: ExplainSettings,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+) -> ExplainSection:
+    """Compute everything the report's explanation section needs for one model."""
+    rng = np.random.default_rng(seed)
+    names = list(model.spec.label_names)
+    n = len(preds.labels)
+    candidates = rng.permutation(n)[: settings.max_images].tolist()
+    masks = _masks(store, model, preds, candidates)
+
+    pointing = None
+    if masks:
+        idx = sorted(masks)
+        cams = compute_cams(
+            model,
+            to_tensor(model, preds.images[idx]),
+            targets=[int(preds.labels[i]) for i in idx],
+            method=settings.method,
+        )
+        records = [
+            score_pointing(names[int(preds.labels[i])], cam, masks[i], rng)
+            for i, cam in zip(idx, cams.maps, strict=True)
+        ]
+        pointing = pointing_rows(summarise_pointing(records))
+
+    road_idx = candidates[:ROAD_IMAGES]
+    road = None
+    if road_idx:
+        x = to_tensor(model, preds.images[road_idx])
+        targets = [int(preds.labels[i]) for i in road_idx]
+        cams = compute_cams(model, x, targets=targets, method=settings.method)
+        comparison = road_scores(model, x, cams.maps, targets, seed=seed)
+        road = road_rows([names[t] for t in targets], comparison.cam.combined, comparison.random.combined)
+
+    gallery: list[GalleryItem] = []
+    picks = _gallery_picks(preds, settings.examples_per_class)
+    if picks:
+        idx = [i for i, _ in picks]
+        predicted = preds.probs.argmax(1)
+        cams = compute_cams(
+            model,
+            to_tensor(model, preds.images[idx]),
+            targets=[int(predicted[i]) for i in idx],
+            method=settings.method,
+        )
+        folder = out_dir / "gallery" / model.spec.name
+        for (i, kind), cam in zip(picks, cams.maps, strict=True):
+            true, pred = names[int(preds.labels[i])], names[int(predicted[i])]
+            image = _rgb(preds.images[i])
+            mask = masks.get(i)
+            panel = side_by_side(image, overlay(image, cam), mask)
+            name = f"{kind}_true-{true}_pred-{pred}_{preds.shas[i][:10]}.png".replace(" ", "")
+            save_png(folder / name, panel)
+            gallery.append(
+                GalleryItem(
+                    path=str((folder / name).relative_to(out_dir)),
+                    kind=kind,
+                    true_label=true,
+                    predicted_label=pred,
+                    confidence=float(preds.probs[i].max()),
+                    caption=f"{kind}: true {true}, predicted {pred} ({preds.probs[i].max():.0%})",
+                )
+            )
+    return ExplainSection(
+        model=model.spec.name, method=str(settings.method), pointing=pointing, road=road, gallery=gallery
+    )
+
+
+def explain_registered(
+    settings: Settings, engine: Engine, store: ObjectStore, name: str, version: int, out_dir: Path
+) -> ExplainSection:
+    """Explain a registered model on today's fixed test split (ids in, section out)."""
+    from retina_core.catalog.registry import get_version
+    from retina_core.catalog.repository import image_records
+    from retina_core.evaluation.calibration import softmax
+    from retina_core.models.persist import load_classifier
+    from retina_core.training.data import cache_for, ensure_preprocessed
+    from retina_core.training.device import select_device
+    from retina_core.training.loop import predict_logits
+
+    mv = get_version(engine, name, version)
+    model = load_classifier(store, mv.object_prefix)
+    ms = settings.train_for(model.spec.modality)
+    records = [r for r in image_records(engine, model.spec.modality) if r.split is Split.TEST]
+    cache = cache_for(store, model.spec.modality, model.spec.input_size, ms.ben_graham)
+    ensure_preprocessed(cache, store, records)
+    images = cache.load_many([r.sha256 for r in records], workers=2)
+    logits = predict_logits(model, images, select_device(settings.train.device), amp=settings.train.amp)
+    if model.spec.task == "regression":
+        from retina_core.evaluation.thresholds import regression_scores_to_probs
+
+        extras = read_json(store, mv.object_prefix, "metrics.json").get("extras", {})
+        probs = regression_scores_to_probs(
+            logits[:, 0], np.asarray(extras["thresholds"]), extras["ordinal_scale"]
+        )
+    else:
+        probs = softmax(logits)
+    preds = TestPredictions(
+        images=images,
+        labels=np.array([r.label for r in records]),
+        probs=probs,
+        shas=[r.sha256 for r in records],
+        object_keys=[r.object_key for r in records],
+    )
+    section = explain_model(model, preds, store, settings.explain, out_dir, seed=settings.evaluation.seed)
+    section.model = f"{name} v{version}"
+    return section

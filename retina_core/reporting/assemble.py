@@ -1,0 +1,145 @@
+"""Gather one pipeline run's results into :class:`ReportData` (pure glue; no new numbers).
+
+Every figure in the report comes from an object computed in this run — evaluation
+results, training histories, registry decisions, explanation summaries — or from the
+catalog; nothing here computes a metric of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from retina_core.catalog.registry import Decision
+from retina_core.catalog.repository import export_images, latest_dataset_version, quarantine_counts
+from retina_core.evaluation.bootstrap import Estimate
+from retina_core.models.persist import read_json
+from retina_core.reporting.data import (
+    DataSummary,
+    ExplainSection,
+    ModelSection,
+    RegistryDecision,
+    ReportData,
+    TrainingCurves,
+    count_classes,
+)
+from retina_core.reporting.model_card import build_model_card
+from retina_core.storage import ObjectStore
+
+NOTES_SYNTHETIC = (
+    "All images are synthetic (retina synth): the numbers show that the pipeline works and how it "
+    "measures, not how a model performs on patients."
+)
+
+
+def data_summary(engine: Engine, pairing: str | None = None, n_pairs: int | None = None) -> DataSummary:
+    rows = export_images(engine)
+    counts = count_classes((r["modality"], r["split"], r["label"]) for r in rows if r["label"] is not None)
+    return DataSummary(counts=counts, quarantined=quarantine_counts(engine), pairing=pairing, n_pairs=n_pairs)
+
+
+def _estimate(value: float | None, ci: tuple[float | None, float | None] | None, n: int) -> Estimate | None:
+    if value is None:
+        return None
+    low, high = ci or (None, None)
+    nan = float("nan")
+    return Estimate(
+        value=value, low=nan if low is None else low, high=nan if high is None else high, n_units=n
+    )
+
+
+def registry_section(decision: Decision | None, n_units: int) -> RegistryDecision | None:
+    if decision is None:
+        return None
+    candidate = _estimate(decision.candidate_value, decision.candidate_ci, n_units)
+    if candidate is None:
+        candidate = Estimate(float("nan"), float("nan"), float("nan"), n_units)
+    return RegistryDecision(
+        status="champion" if decision.promoted else "candidate",
+        metric=decision.metric,
+        candidate=candidate,
+        champion_version=None if decision.champion_version is None else str(decision.champion_version),
+        champion=_estimate(decision.champion_value, decision.champion_ci, n_units),
+        margin=decision.margin,
+        reason=decision.reason,
+    )
+
+
+def _split_class_counts(summary: DataSummary, modality: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for c in summary.counts:
+        if c.modality.value == modality:
+            out.setdefault(c.split.value, {})[c.label_name] = c.count
+    return out
+
+
+def train_section(
+    report: Any, store: ObjectStore, summary: DataSummary, *, synthetic: bool, dataset_version: int | None
+) -> ModelSection:
+    """A model section from a ``TrainReport`` (single-modality classifier)."""
+    prefix = f"models/{report.model_name}/{report.version}"
+    spec = read_json(store, prefix, "spec.json")
+    history = report.history
+    evaluation = report.evaluation
+    return ModelSection(
+        name=report.model_name,
+        version=str(report.version),
+        architecture=spec["architecture"],
+        image_size=spec["input_size"],
+        evaluation=evaluation,
+        curves=TrainingCurves(
+            train_loss=[h["train_loss"] for h in history],
+            val_loss=[h["val_loss"] for h in history],
+            val_metric=[h["val_metric"] for h in history],
+            val_metric_name=evaluation.primary_metric,
+        )
+        if history
+        else None,
+        registry=registry_section(report.decision, evaluation.primary.n_units),
+        model_card=build_model_card(
+            evaluation,
+            spec,
+            _split_class_counts(summary, report.modality),
+            version=str(report.version),
+            dataset_version=None if dataset_version is None else str(dataset_version),
+            synthetic=synthetic,
+        ),
+    )
+
+
+def build_report_data(
+    *,
+    run_id: str,
+    engine: Engine,
+    store: ObjectStore,
+    trains: Sequence[Any],
+    fusion: Any | None = None,
+    explanations: Sequence[ExplainSection] = (),
+    synthetic: bool = False,
+    notes: Sequence[str] = (),
+) -> ReportData:
+    dataset_version = latest_dataset_version(engine)
+    pairing = getattr(fusion, "pairing", None)
+    summary = data_summary(engine, pairing, getattr(fusion, "n_pairs", None))
+    models = [
+        train_section(t, store, summary, synthetic=synthetic, dataset_version=dataset_version) for t in trains
+    ]
+    all_notes = ([NOTES_SYNTHETIC] if synthetic else []) + list(notes)
+    if fusion is not None:
+        models.append(fusion.model_section(synthetic=synthetic, dataset_version=dataset_version))
+        all_notes += list(getattr(fusion, "notes", []))
+    return ReportData(
+        run_id=run_id,
+        created_at=datetime.now(UTC),
+        dataset_version=None if dataset_version is None else str(dataset_version),
+        synthetic=synthetic,
+        data_summary=summary,
+        models=models,
+        fusion_comparison=getattr(fusion, "comparison", None),
+        missing_modality=getattr(fusion, "missing_modality", None),
+        explanations=list(explanations) or None,
+        notes=all_notes,
+    )
