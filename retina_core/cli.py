@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(no_args_is_help=True, help="Inspect the image catalog.")
 app.add_typer(catalog_app, name="catalog")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, champions, history.")
+app.add_typer(models_app, name="models")
 
 EXIT_UNUSABLE_INPUT = 2
 DEMO_FULL = {"fundus": 900, "oct": 900, "pairs": 300, "size": 512, "seed": 0}
@@ -328,6 +330,83 @@ def report(
     folder = root / (run or runs[-1])
     data = ReportData.from_json((folder / "report.json").read_text())
     typer.echo(str(write_report(data, folder)))
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[
+        str | None, typer.Argument(help="fundus_cnn, oct_cnn or fusion_head; all by default.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every registered version with its primary metric (95% CI) and status."""
+    from retina_core.api import catalog_engine
+    from retina_core.catalog.registry import list_versions
+
+    versions = list_versions(catalog_engine(_settings(config)), name)
+    rows = [v.model_dump(mode="json") for v in versions]
+    human = (
+        "\n".join(
+            f"{v.name} v{v.version}  {v.status:9}  {v.primary_metric} "
+            + (
+                f"{v.primary_value:.3f} [{v.primary_low:.3f}, {v.primary_high:.3f}]"
+                if v.primary_value is not None
+                else "n/a"
+            )
+            + f"  data v{v.data_version}  {v.created_at:%Y-%m-%d %H:%M}"
+            for v in versions
+        )
+        or "no model registered yet"
+    )
+    _emit({"versions": rows}, as_json, human)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the registry history).")],
+    actor: Annotated[str, typer.Option(help="Who (recorded).")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Manual override: make a version champion, recording who and why."""
+    import getpass
+
+    from retina_core.api import catalog_engine
+    from retina_core.catalog.registry import promote
+
+    try:
+        promote(
+            catalog_engine(_settings(config)), name, version, actor=actor or getpass.getuser(), reason=reason
+        )
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+    typer.echo(f"{name} v{version} is champion")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the registry history).")],
+    actor: Annotated[str, typer.Option(help="Who (recorded).")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Return to the previous champion, recording who and why."""
+    import getpass
+
+    from retina_core.api import catalog_engine
+    from retina_core.catalog.registry import rollback
+
+    try:
+        version = rollback(
+            catalog_engine(_settings(config)), name, actor=actor or getpass.getuser(), reason=reason
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+    typer.echo(f"{name} v{version} is champion again")
 
 
 @catalog_app.command("export")

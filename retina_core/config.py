@@ -66,17 +66,25 @@ class ModalityTrainSettings(_Section):
     seed: int = 0
 
 
-def _fundus_defaults() -> ModalityTrainSettings:
-    return ModalityTrainSettings(architecture="tf_efficientnet_b0", epochs=10, lr=2e-3)
+class FundusTrainSettings(ModalityTrainSettings):
+    """Defaults for the DR-grading model; a partial override keeps the rest."""
+
+    architecture: str = Field("tf_efficientnet_b0", description="Any timm model name.")
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(2e-3, gt=0)
 
 
-def _oct_defaults() -> ModalityTrainSettings:
-    return ModalityTrainSettings(architecture="resnet18", epochs=6, lr=1e-3)
+class OctTrainSettings(ModalityTrainSettings):
+    """Defaults for the OCT model; a partial override keeps the rest."""
+
+    architecture: str = Field("resnet18", description="Any timm model name.")
+    epochs: int = Field(6, ge=1)
+    lr: float = Field(1e-3, gt=0)
 
 
 class TrainSettings(_Section):
-    fundus: ModalityTrainSettings = Field(default_factory=_fundus_defaults)
-    oct: ModalityTrainSettings = Field(default_factory=_oct_defaults)
+    fundus: FundusTrainSettings = Field(default_factory=FundusTrainSettings)
+    oct: OctTrainSettings = Field(default_factory=OctTrainSettings)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
     num_workers: int | None = Field(None, description="DataLoader workers; None sizes them to the machine.")
     amp: bool = Field(True, description="Mixed precision on CUDA (bf16 where supported). Ignored on CPU.")

@@ -155,3 +155,21 @@ class EmbeddingShardRow(Base):
     shard_key: Mapped[str] = mapped_column(Text)
     row: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EmbeddingShardFileRow(Base):
+    """One embedding shard object and the checksum it was written with.
+
+    The checksum is what lets a reader refuse a shard that was truncated or altered after it
+    was written, instead of training on it: object stores promise atomic writes, not that the
+    bytes stay intact forever (a partial copy, a disk error, a hand edit).
+    """
+
+    __tablename__ = "embedding_shards"
+
+    shard_key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    n: Mapped[int] = mapped_column(Integer, doc="Embeddings (rows) in the shard.")
+    dim: Mapped[int] = mapped_column(Integer, doc="Width of each embedding.")
+    sha256: Mapped[str] = mapped_column(String(64), doc="SHA-256 of the shard's bytes.")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

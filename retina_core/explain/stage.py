@@ -207,5 +207,4 @@ def explain_registered(
         object_keys=[r.object_key for r in records],
     )
     section = explain_model(model, preds, store, settings.explain, out_dir, seed=settings.evaluation.seed)
-    section.model = f"{name} v{version}"
-    return section
+    return section.model_copy(update={"model": f"{name} v{version}"})

@@ -1,0 +1,316 @@
+"""Filling the embedding cache for the encoders fusion should use, computing only what is missing.
+
+Which encoders: each modality's champion, or its newest version when none was promoted
+yet (a first pipeline run must not stall waiting for a promotion). Their cache key is
+derived from the weights, the preprocessing they were trained with and
+:data:`EMBED_CODE_VERSION`, so a second run with the same encoders computes nothing and
+new images cost exactly one embedding each.
+
+The work is split as :func:`plan_embeddings` (what is missing) and :func:`embed_chunk`
+(compute and store one shard's worth) so that Prefect can map the chunks over workers;
+:func:`embed_modality` is the same thing in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from torch.utils.data import DataLoader
+
+from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
+from retina_core.catalog.repository import image_records
+from retina_core.config import Settings
+from retina_core.data.datasets import ArrayDataset
+from retina_core.data.image_cache import PreprocessedCache
+from retina_core.data.transforms import build_eval_transform
+from retina_core.domain import Modality
+from retina_core.models.classifier import RetinaClassifier
+from retina_core.models.persist import load_classifier, read_json
+from retina_core.models.registry import model_for_modality
+from retina_core.models.weights import fingerprint
+from retina_core.storage import ObjectStore
+from retina_core.storage.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
+from retina_core.training.data import cache_for
+from retina_core.training.device import autocast_dtype, loader_kwargs, select_device
+
+log = logging.getLogger(__name__)
+
+EMBED_CODE_VERSION = "embed-v1"
+"""Part of every cache key: bump when what an "embedding" means changes (layer, pooling, transform)."""
+
+
+class NoEncoder(RuntimeError):
+    """Fusion needs a registered encoder for each modality."""
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A registered encoder opened for embedding: the model, its preprocessed cache and its cache key."""
+
+    version: ModelVersion
+    model: RetinaClassifier
+    preprocessed: PreprocessedCache
+    cache_key: str
+
+    @property
+    def modality(self) -> Modality:
+        return self.model.spec.modality
+
+
+class EmbedPlan(BaseModel):
+    """What one modality's embedding run has to do; small and picklable, so tasks can pass it on."""
+
+    modality: Modality
+    model_name: str
+    version: int
+    cache_key: str
+    total: int = Field(description="Catalogued images of this modality.")
+    todo: dict[str, str] = Field(description="sha256 -> object key of the images without an embedding.")
+    evicted_shards: list[str] = Field(default_factory=list, description="Damaged shards dropped this run.")
+
+    @property
+    def reused(self) -> int:
+        return self.total - len(self.todo)
+
+    def chunks(self, size: int) -> list[dict[str, str]]:
+        items = list(self.todo.items())
+        return [dict(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class EmbedStats(BaseModel):
+    modality: Modality
+    model_name: str
+    version: int
+    cache_key: str
+    computed: int
+    reused: int
+    evicted_shards: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class EmbedReport(BaseModel):
+    fundus: EmbedStats
+    oct: EmbedStats
+
+    @property
+    def computed(self) -> int:
+        return self.fundus.computed + self.oct.computed
+
+    @property
+    def reused(self) -> int:
+        return self.fundus.reused + self.oct.reused
+
+    def contract(self) -> dict[str, object]:
+        """The JSON object of ``retina embed --json``."""
+        return {
+            "computed": self.computed,
+            "reused": self.reused,
+            "modalities": {s.modality.value: s.model_dump(mode="json") for s in (self.fundus, self.oct)},
+        }
+
+    def summary_text(self) -> str:
+        return "\n".join(
+            f"{s.modality.value}: {s.model_name} v{s.version} (cache {s.cache_key}): "
+            f"{s.computed} computed, {s.reused} reused"
+            + (f", {len(s.evicted_shards)} damaged shards evicted" if s.evicted_shards else "")
+            for s in (self.fundus, self.oct)
+        )
+
+
+def encoder_to_use(engine: Engine, modality: Modality) -> ModelVersion:
+    """The champion, else the newest version; :class:`NoEncoder` when none is registered."""
+    name = model_for_modality(modality)
+    current = champion(engine, name)
+    if current is not None:
+        return current
+    versions = list_versions(engine, name)
+    if not versions:
+        raise NoEncoder(
+            f"no {name} is registered: train fundus and oct first (retina train fundus; retina train oct)"
+        )
+    log.info("%s has no champion yet; using its newest version %d", name, versions[-1].version)
+    return versions[-1]
+
+
+def encoders_to_use(engine: Engine) -> dict[Modality, ModelVersion]:
+    missing = [model_for_modality(m) for m in Modality if not list_versions(engine, model_for_modality(m))]
+    if missing:
+        raise NoEncoder(
+            f"no {' or '.join(missing)} is registered: train fundus and oct first "
+            "(retina train fundus; retina train oct)"
+        )
+    return {m: encoder_to_use(engine, m) for m in Modality}
+
+
+def open_encoder(store: ObjectStore, version: ModelVersion) -> Encoder:
+    """Load a registered encoder with the preprocessing it was trained on (size, Ben Graham)."""
+    model = load_classifier(store, version.object_prefix)
+    config = read_json(store, version.object_prefix, "config.json")
+    ben_graham = bool(config.get("train", {}).get("ben_graham", False))
+    preprocessed = cache_for(store, model.spec.modality, model.spec.input_size, ben_graham)
+    key = encoder_cache_key(fingerprint(model.state_dict()), preprocessed.fingerprint, EMBED_CODE_VERSION)
+    return Encoder(version=version, model=model, preprocessed=preprocessed, cache_key=key)
+
+
+def embedding_cache(settings: Settings, engine: Engine, store: ObjectStore, cache_key: str) -> EmbeddingCache:
+    return EmbeddingCache(store, engine, cache_key, shard_size=settings.embed.shard_size)
+
+
+def compute_embeddings(
+    model: RetinaClassifier,
+    images_uint8: np.ndarray,
+    device: torch.device,
+    batch_size: int = 64,
+    amp: bool = True,
+    *,
+    num_workers: int | None = None,
+) -> np.ndarray:
+    """Pre-logit embeddings (N, D) float32 of preprocessed uint8 images, with the spec's eval transform."""
+    dim = model.spec.embedding_dim
+    if len(images_uint8) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    dataset = ArrayDataset(images_uint8, np.zeros(len(images_uint8), dtype=np.int64), build_eval_transform(model.spec))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
+    dtype = autocast_dtype(device, amp)
+    model.eval().to(device)
+    parts: list[np.ndarray] = []
+    with torch.inference_mode():
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                parts.append(model.embed(x).float().cpu().numpy())
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def plan_embeddings(
+    settings: Settings,
+    engine: Engine,
+    store: ObjectStore,
+    modality: Modality,
+    model_version: ModelVersion,
+    *,
+    encoder: Encoder | None = None,
+) -> EmbedPlan:
+    """Verify this encoder's shards (evicting damaged ones), then list the images still missing."""
+    encoder = encoder or open_encoder(store, model_version)
+    cache = embedding_cache(settings, engine, store, encoder.cache_key)
+    evicted = cache.verify_and_evict_damaged()
+    records = image_records(engine, Modality(modality), labeled_only=False)
+    todo = set(cache.missing([r.sha256 for r in records]))
+    return EmbedPlan(
+        modality=modality,
+        model_name=model_version.name,
+        version=model_version.version,
+        cache_key=encoder.cache_key,
+        total=len(records),
+        todo={r.sha256: r.object_key for r in records if r.sha256 in todo},
+        evicted_shards=evicted,
+    )
+
+
+def embed_chunk(
+    settings: Settings,
+    engine: Engine,
+    store: ObjectStore,
+    plan: EmbedPlan,
+    items: dict[str, str],
+    *,
+    encoder: Encoder | None = None,
+) -> int:
+    """Preprocess (through the shared cache), embed and store one chunk of images; returns how many."""
+    if not items:
+        return 0
+    encoder = encoder or open_encoder(store, get_version(engine, plan.model_name, plan.version))
+    if encoder.cache_key != plan.cache_key:
+        raise ValueError(f"encoder cache key {encoder.cache_key} differs from the plan's {plan.cache_key}")
+    shas = list(items)
+    encoder.preprocessed.ensure(
+        [(sha, lambda key=key: store.get_bytes(key)) for sha, key in items.items()], workers=2
+    )
+    images = encoder.preprocessed.load_many(shas, workers=2)
+    embeddings = compute_embeddings(
+        encoder.model,
+        images,
+        select_device(settings.train.device),
+        settings.embed.batch_size,
+        settings.train.amp,
+        num_workers=settings.train.num_workers,
+    )
+    embedding_cache(settings, engine, store, plan.cache_key).put(shas, embeddings)
+    return len(shas)
+
+
+def embed_modality(
+    settings: Settings, engine: Engine, store: ObjectStore, modality: Modality, model_version: ModelVersion
+) -> EmbedStats:
+    """Embed this modality's images that have no cached embedding for ``model_version``."""
+    started = time.perf_counter()
+    encoder = open_encoder(store, model_version)
+    plan = plan_embeddings(settings, engine, store, modality, model_version, encoder=encoder)
+    computed = sum(
+        embed_chunk(settings, engine, store, plan, chunk, encoder=encoder)
+        for chunk in plan.chunks(settings.embed.shard_size)
+    )
+    stats = stats_of(plan, computed, time.perf_counter() - started)
+    log.info("%s embeddings (cache %s): %d computed, %d reused", modality, plan.cache_key, computed, plan.reused)
+    return stats
+
+
+def stats_of(plan: EmbedPlan, computed: int, seconds: float = 0.0) -> EmbedStats:
+    return EmbedStats(
+        modality=plan.modality,
+        model_name=plan.model_name,
+        version=plan.version,
+        cache_key=plan.cache_key,
+        computed=computed,
+        reused=plan.reused,
+        evicted_shards=plan.evicted_shards,
+        seconds=seconds,
+    )
+
+
+def embed_all(settings: Settings, engine: Engine, store: ObjectStore) -> EmbedReport:
+    """Fill the cache for both modalities' encoders to use (:func:`encoders_to_use`)."""
+    versions = encoders_to_use(engine)
+    return EmbedReport(
+        fundus=embed_modality(settings, engine, store, Modality.FUNDUS, versions[Modality.FUNDUS]),
+        oct=embed_modality(settings, engine, store, Modality.OCT, versions[Modality.OCT]),
+    )
+
+
+def load_embeddings(
+    settings: Settings,
+    engine: Engine,
+    store: ObjectStore,
+    modality: Modality,
+    model_version: ModelVersion,
+    shas: list[str],
+) -> tuple[np.ndarray, EmbedStats]:
+    """Embeddings of exactly ``shas``, computing what is missing first.
+
+    A shard found damaged while reading is evicted and recomputed once; damage found a
+    second time is an error rather than a loop.
+    """
+    stats = embed_modality(settings, engine, store, modality, model_version)
+    cache = embedding_cache(settings, engine, store, stats.cache_key)
+    try:
+        return cache.get(shas), stats
+    except DamagedShard as exc:
+        log.warning("%s; evicting and recomputing", exc)
+        again = embed_modality(settings, engine, store, modality, model_version)
+        merged = stats.model_copy(
+            update={
+                "computed": stats.computed + again.computed,
+                "reused": max(0, stats.reused - again.computed),
+                "evicted_shards": stats.evicted_shards + again.evicted_shards,
+            }
+        )
+        return cache.get(shas), merged

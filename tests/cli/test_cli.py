@@ -1,0 +1,72 @@
+"""The ``retina`` command's contract (DESIGN §5): JSON shape on stdout, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from retina_core.cli import app
+from tests.catalog.test_ingest import broken_aptos
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RETINA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RETINA_STORAGE_URL", raising=False)
+    monkeypatch.delenv("RETINA_DATABASE_URL", raising=False)
+    return tmp_path / "home"
+
+
+def run_json(*args: str) -> tuple[int, dict]:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.stdout.count("\n") == 1, f"stdout must hold one JSON line, got: {result.stdout!r}"
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_ingest_json_lists_every_bad_file_and_exits_zero(home: Path, tmp_path: Path) -> None:
+    code, data = run_json("ingest", "aptos", str(broken_aptos(tmp_path / "aptos")))
+    assert code == 0
+    assert set(data) == {"source", "scanned", "accepted", "already_known", "duplicates", "quarantined",
+                         "dataset_version"}
+    assert data["accepted"] == 4 and data["dataset_version"] == 1
+    assert len(data["quarantined"]) == 10
+    assert all(set(q) == {"path", "reason"} and ": " in q["reason"] for q in data["quarantined"])
+
+
+def test_unusable_path_exits_two_with_a_clear_error(home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", "kermany", str(tmp_path / "absent"), "--json"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "does not exist" in result.stderr
+
+
+def test_synth_then_ingest_then_export_has_no_patient_in_two_splits(home: Path, tmp_path: Path) -> None:
+    code, summary = run_json("synth", str(tmp_path / "s"), "--fundus", "12", "--oct", "30", "--size", "64")
+    assert code == 0
+    for source in ("aptos", "kermany"):
+        code, data = run_json("ingest", source, str(tmp_path / "s" / source))
+        assert code == 0 and data["accepted"] > 0 and data["quarantined"] == []
+    code, export = run_json("catalog", "export")
+    assert code == 0 and export["count"] == 42
+    splits_per_patient: dict[str, set[str]] = {}
+    for row in export["images"]:
+        splits_per_patient.setdefault(row["patient_id"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_per_patient.values())
+    assert set().union(*splits_per_patient.values()) == {"train", "val", "test"}
+
+
+def test_models_list_is_empty_before_training(home: Path) -> None:
+    code, data = run_json("models", "list")
+    assert code == 0 and data == {"versions": []}
+
+
+def test_bad_config_file_is_an_error(home: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  oct:\n    epoch: 3\n")  # typo: epochs
+    result = runner.invoke(app, ["catalog", "export", "--config", str(cfg)])
+    assert result.exit_code == 2 and "epoch" in result.stderr
