@@ -47,7 +47,7 @@ def test_unusable_path_exits_two_with_a_clear_error(home: Path, tmp_path: Path) 
 
 def test_synth_then_ingest_then_export_has_no_patient_in_two_splits(home: Path, tmp_path: Path) -> None:
     code, summary = run_json("synth", str(tmp_path / "s"), "--fundus", "12", "--oct", "30", "--size", "64")
-    assert code == 0
+    assert code == 0 and sum(summary["fundus_by_grade"].values()) == 12
     for source in ("aptos", "kermany"):
         code, data = run_json("ingest", source, str(tmp_path / "s" / source))
         assert code == 0 and data["accepted"] > 0 and data["quarantined"] == []
