@@ -319,17 +319,14 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Write (again) the self-contained HTML report of a pipeline run and print its path."""
-    from retina_core.reporting import ReportData, write_report
+    from retina_core.pipeline import NoReport, rerender_report
 
-    settings = _settings(config)
-    root = settings.home / "reports"
-    runs = sorted(p.name for p in root.glob("*") if (p / "report.json").exists()) if root.exists() else []
-    if not runs or (run is not None and run not in runs):
-        typer.echo(f"error: no report {'for run ' + run if run else 'yet'} under {root}", err=True)
-        raise typer.Exit(EXIT_UNUSABLE_INPUT)
-    folder = root / (run or runs[-1])
-    data = ReportData.from_json((folder / "report.json").read_text())
-    typer.echo(str(write_report(data, folder)))
+    try:
+        path = rerender_report(_settings(config), run)
+    except NoReport as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+    typer.echo(str(path))
 
 
 @models_app.command("list")

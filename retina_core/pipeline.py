@@ -147,3 +147,35 @@ def run_pipeline(
     explanations = [stage_explain(settings, t.model_name, t.version, run_id) for t in trains]
     path = stage_report(settings, run_id, trains, fusion, explanations, synthetic=synthetic)
     return summarise(run_id, path, ingested, trains, fusion)
+
+
+class NoReport(LookupError):
+    """No stored report data for that run (or none at all)."""
+
+
+def rerender_report(settings: Settings, run_id: str | None = None) -> Path:
+    """Write a run's report again from its ``report.json`` (local copy, else the object store)."""
+    from retina_core.reporting import ReportData, write_report
+
+    root = settings.home / "reports"
+    store = api.curated_store(settings)
+    if run_id is None:
+        local = (
+            sorted(p.name for p in root.glob("*") if (p / "report.json").exists()) if root.exists() else []
+        )
+        stored = sorted(
+            {i.key.split("/")[1] for i in store.list("reports/") if i.key.endswith("report.json")}
+        )
+        runs = sorted(set(local) | set(stored))
+        if not runs:
+            raise NoReport(f"no pipeline report yet under {root} or reports/ in the store")
+        run_id = runs[-1]
+    folder = report_dir(settings, run_id)
+    source = folder / "report.json"
+    if source.exists():
+        text = source.read_text()
+    elif store.exists(f"reports/{run_id}/report.json"):
+        text = store.get_bytes(f"reports/{run_id}/report.json").decode()
+    else:
+        raise NoReport(f"no report data for run {run_id}")
+    return write_report(ReportData.from_json(text), folder)
