@@ -329,6 +329,53 @@ def report(
     typer.echo(str(path))
 
 
+@app.command()
+def predict(
+    fundus: Annotated[Path | None, typer.Option("--fundus", help="A colour fundus photograph.")] = None,
+    oct: Annotated[Path | None, typer.Option("--oct", help="An OCT B-scan.")] = None,
+    gradcam: Annotated[
+        Path | None, typer.Option("--gradcam", help="Write Grad-CAM overlays (PNG) here.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Predict DR grade, OCT class and fused disease probability for one eye (either image may be missing)."""
+    from retina_core.api import catalog_engine, curated_store
+    from retina_core.predict import InvalidImage, Predictor
+
+    if fundus is None and oct is None:
+        typer.echo("error: give --fundus, --oct, or both", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT)
+    for path in (fundus, oct):
+        if path is not None and not path.is_file():
+            typer.echo(f"error: {path} is not a file", err=True)
+            raise typer.Exit(EXIT_UNUSABLE_INPUT)
+    settings = _settings(config)
+    predictor = Predictor(settings, catalog_engine(settings), curated_store(settings))
+    try:
+        result = predictor.predict(
+            fundus.read_bytes() if fundus else None, oct.read_bytes() if oct else None, gradcam_dir=gradcam
+        )
+    except (InvalidImage, LookupError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+    data = result.model_dump(mode="json") | {"model_load_seconds": round(predictor.load_seconds, 3)}
+    lines = []
+    for part in (result.fundus, result.oct):
+        if part is not None:
+            lines.append(
+                f"{part.model} v{part.version}: {part.predicted} "
+                f"(P(disease) {part.disease_probability:.2f}, P(referable) {part.referable_probability:.2f})"
+            )
+    if result.fusion is not None:
+        lines.append(
+            f"fusion_head v{result.fusion.version} ({result.fusion.inputs}): "
+            f"P(disease) {result.fusion.disease_probability:.2f}"
+        )
+    lines.append("research use only; not a diagnosis")
+    _emit(data, as_json, "\n".join(lines))
+
+
 @models_app.command("list")
 def models_list(
     name: Annotated[

@@ -1,0 +1,216 @@
+"""``retina predict``: one fundus photo and/or one OCT scan in, calibrated-as-stored predictions out.
+
+The fusion head is only meaningful on the encoders it was trained with, so when a fusion
+head is registered its recorded parent versions choose the encoders; otherwise the
+champions (or newest versions) of the single-modality models are used. Either image may
+be missing: the single-modality models still answer and the fusion head falls back to its
+learned "missing modality" input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
+from retina_core.config import Settings
+from retina_core.data.preprocess import preprocess
+from retina_core.data.rejections import Rejection
+from retina_core.data.transforms import build_eval_transform
+from retina_core.data.validation import validate_image
+from retina_core.domain import Modality, is_disease, is_referable
+from retina_core.evaluation.calibration import softmax
+from retina_core.evaluation.thresholds import regression_scores_to_probs
+from retina_core.models.classifier import RetinaClassifier
+from retina_core.models.persist import load_classifier, read_json
+from retina_core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+NAMES = {Modality.FUNDUS: "fundus_cnn", Modality.OCT: "oct_cnn"}
+
+
+class InvalidImage(ValueError):
+    """The file given to predict is not a usable image; the message says why."""
+
+
+class ModalityPrediction(BaseModel):
+    model: str
+    version: int
+    predicted: str
+    probabilities: dict[str, float]
+    disease_probability: float
+    referable_probability: float
+    gradcam: str | None = None
+
+
+class FusionPrediction(BaseModel):
+    model: str
+    version: int
+    inputs: str
+    disease_probability: float
+    gradcam: dict[str, str] | None = None
+
+
+class PredictResult(BaseModel):
+    fundus: ModalityPrediction | None
+    oct: ModalityPrediction | None
+    fusion: FusionPrediction | None
+    seconds: float
+
+
+def _preferred(engine: Engine, name: str) -> ModelVersion | None:
+    found = champion(engine, name)
+    if found is None:
+        versions = list_versions(engine, name)
+        found = versions[-1] if versions else None
+    return found
+
+
+@dataclass
+class _Loaded:
+    version: ModelVersion
+    model: RetinaClassifier
+    thresholds: dict[str, Any]
+
+
+class Predictor:
+    """Models loaded once (load time is measured); ``predict`` may then be called many times."""
+
+    def __init__(self, settings: Settings, engine: Engine, store: ObjectStore) -> None:
+        started = time.perf_counter()
+        self.settings, self.store = settings, store
+        self.fusion_version = _preferred(engine, "fusion_head")
+        self.fusion_head = None
+        wanted: dict[Modality, ModelVersion | None] = {m: _preferred(engine, n) for m, n in NAMES.items()}
+        if self.fusion_version is not None:
+            from retina_core.models.fusion import load_head
+
+            parents = self.fusion_version.parents
+            wanted = {m: get_version(engine, n, int(parents[n])) for m, n in NAMES.items()}
+            self.fusion_head = load_head(store, self.fusion_version.object_prefix)
+        self.models: dict[Modality, _Loaded] = {}
+        for modality, version in wanted.items():
+            if version is None:
+                continue
+            model = load_classifier(store, version.object_prefix)
+            extras = read_json(store, version.object_prefix, "metrics.json").get("extras", {})
+            self.models[modality] = _Loaded(version, model, extras)
+        self.load_seconds = time.perf_counter() - started
+
+    def _tensor(self, modality: Modality, data: bytes) -> tuple[torch.Tensor, np.ndarray]:
+        checked = validate_image(data, modality, self.settings.ingest)
+        if isinstance(checked, Rejection):
+            raise InvalidImage(str(checked))
+        loaded = self.models[modality]
+        size = loaded.model.spec.input_size
+        ms = self.settings.train_for(modality)
+        image = preprocess(data, modality, size, ben_graham=ms.ben_graham)
+        return build_eval_transform(loaded.model.spec)(image=image)["image"][None], image
+
+    def _probs(self, loaded: _Loaded, x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            out = loaded.model(x).float().numpy()
+        if loaded.model.spec.task == "regression":
+            return regression_scores_to_probs(
+                out[:, 0], np.asarray(loaded.thresholds["thresholds"]), loaded.thresholds["ordinal_scale"]
+            )[0]
+        return softmax(out)[0]
+
+    def predict(
+        self, fundus: bytes | None = None, oct: bytes | None = None, *, gradcam_dir: Path | None = None
+    ) -> PredictResult:
+        started = time.perf_counter()
+        if fundus is None and oct is None:
+            raise ValueError("give a fundus photo, an OCT scan, or both")
+        inputs = {Modality.FUNDUS: fundus, Modality.OCT: oct}
+        results: dict[Modality, ModalityPrediction] = {}
+        tensors: dict[Modality, tuple[torch.Tensor, np.ndarray]] = {}
+        for modality, data in inputs.items():
+            if data is None:
+                continue
+            if modality not in self.models:
+                raise LookupError(f"no {NAMES[modality]} is registered: train it first")
+            loaded = self.models[modality]
+            tensors[modality] = self._tensor(modality, data)
+            probs = self._probs(loaded, tensors[modality][0])
+            names = list(loaded.model.spec.label_names)
+            results[modality] = ModalityPrediction(
+                model=loaded.version.name,
+                version=loaded.version.version,
+                predicted=names[int(probs.argmax())],
+                probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},
+                disease_probability=float(sum(p for i, p in enumerate(probs) if is_disease(modality, i))),
+                referable_probability=float(sum(p for i, p in enumerate(probs) if is_referable(modality, i))),
+            )
+        fusion = self._fusion(tensors)
+        if gradcam_dir is not None:
+            self._gradcam(gradcam_dir, tensors, results, fusion)
+        return PredictResult(
+            fundus=results.get(Modality.FUNDUS),
+            oct=results.get(Modality.OCT),
+            fusion=fusion,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _fusion(self, tensors: dict[Modality, tuple[torch.Tensor, np.ndarray]]) -> FusionPrediction | None:
+        if self.fusion_head is None or self.fusion_version is None:
+            return None
+        with torch.inference_mode():
+            emb = {m: self.models[m].model.embed(t[0]) for m, t in tensors.items()}
+            logits = self.fusion_head(emb.get(Modality.FUNDUS), emb.get(Modality.OCT))
+        inputs = "both" if len(emb) == 2 else f"{next(iter(emb)).value}-only"
+        return FusionPrediction(
+            model="fusion_head",
+            version=self.fusion_version.version,
+            inputs=inputs,
+            disease_probability=float(torch.softmax(logits.float(), 1)[0, 1]),
+        )
+
+    def _gradcam(
+        self,
+        folder: Path,
+        tensors: dict[Modality, tuple[torch.Tensor, np.ndarray]],
+        results: dict[Modality, ModalityPrediction],
+        fusion: FusionPrediction | None,
+    ) -> None:
+        from retina_core.explain.cam import compute_cams
+        from retina_core.explain.overlay import overlay, save_png
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for modality, (x, image) in tensors.items():
+            cam = compute_cams(self.models[modality].model, x, method=self.settings.explain.method)
+            path = save_png(folder / f"{modality.value}_gradcam.png", overlay(image, cam.maps[0]))
+            results[modality].gradcam = str(path)
+        if fusion is not None and self.fusion_head is not None and len(tensors) == 2:
+            from retina_core.explain.fusion import fusion_cams
+
+            f_map, o_map = fusion_cams(
+                self.fusion_head,
+                self.models[Modality.FUNDUS].model,
+                self.models[Modality.OCT].model,
+                tensors[Modality.FUNDUS][0],
+                tensors[Modality.OCT][0],
+                target=1,
+            )
+            fusion.gradcam = {
+                "fundus": str(
+                    save_png(
+                        folder / "fusion_fundus_gradcam.png",
+                        overlay(tensors[Modality.FUNDUS][1], np.asarray(f_map).squeeze()),
+                    )
+                ),
+                "oct": str(
+                    save_png(
+                        folder / "fusion_oct_gradcam.png",
+                        overlay(tensors[Modality.OCT][1], np.asarray(o_map).squeeze()),
+                    )
+                ),
+            }
