@@ -206,5 +206,4 @@ def explain_registered(
         shas=[r.sha256 for r in records],
         object_keys=[r.object_key for r in records],
     )
-    section = explain_model(model, preds, store, settings.explain, out_dir, seed=settings.evaluation.seed)
-    return section.model_copy(update={"model": f"{name} v{version}"})
+    return explain_model(model, preds, store, settings.explain, out_dir, seed=settings.evaluation.seed)
