@@ -13,7 +13,7 @@ in four places, all below, so recalibrating never means touching the renderers:
    pixels. Wider ``spread`` or closer ``median`` values make grading harder.
 2. **Lesion contrast (fundus) and severity (OCT).** Fundus lesion contrast is drawn per image
    from ``lesion_contrast``; OCT severity is drawn per scan from a Beta distribution and scales
-   lesion size and count, so a share of cases are mild (one small druse, two small cysts).
+   lesion size and count, so a share of cases are mild (three small drusen, two small cysts).
 3. **Nuisances.** Per-image blur, exposure, gamma, colour cast, sensor noise and camera dust
    (fundus); speckle strength, gain and registration wedges (OCT). They decorrelate the label
    from global image statistics, so that a model must find the lesions.
@@ -119,7 +119,7 @@ class FundusDifficulty:
 class OctDifficulty:
     severity_beta: tuple[float, float] = (1.4, 1.5)
     """Per-scan severity in [0, 1]; scales lesion size and count (mean about 0.48)."""
-    min_scale: float = 0.4
+    min_scale: float = 0.5
     """Lesion size at severity 0, as a share of the size at severity 1."""
     speckle_sigma: tuple[float, float] = (0.45, 0.75)
     """Log-normal speckle strength; higher hides small drusen and cysts."""
@@ -128,7 +128,7 @@ class OctDifficulty:
     """Reflectivity of the vitreous: the grey floor of the image."""
     wedge_p: float = 0.12
     """Chance of white registration wedges in the corners, as some Kermany scans have."""
-    drusen: tuple[int, int] = (2, 9)
+    drusen: tuple[int, int] = (3, 10)
     cysts: tuple[int, int] = (2, 22)
     cnv_subretinal_fluid_p: float = 0.55
     cnv_intraretinal_fluid_p: float = 0.3

@@ -115,7 +115,7 @@ def _drusen(
     for _ in range(_count(difficulty.drusen, severity, rng)):
         centre = float(np.clip(fovea + rng.normal(0.0, 0.13), -0.42, 0.42))
         half_width = rng.uniform(0.018, 0.045) * (0.6 + 0.4 * size)
-        path.sub_rpe += _dome(u, centre, half_width, rng.uniform(0.014, 0.042) * height * size)
+        path.sub_rpe += _dome(u, centre, half_width, rng.uniform(0.018, 0.045) * height * size)
     path.sub_rpe_value = DRUSEN_CONTENT
 
 
