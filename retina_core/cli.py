@@ -191,7 +191,7 @@ def train(
             from flows.fusion import FusionParams, train_fusion_flow
 
             report = train_fusion_flow(FusionParams(), settings=settings)
-            _emit(report.model_dump(mode="json"), as_json, report.summary_text())
+            _emit(report.contract(), as_json, report.summary_text())
             return
         from flows.train import TrainParams, train_modality_flow
 
@@ -235,7 +235,14 @@ def _pipeline_summary(result: Any) -> str:
             f"{p['value']:.3f} [{p['low']:.3f}, {p['high']:.3f}]"
         )
     if result.fusion:
-        lines.append(f"  fusion: {result.fusion}")
+        f = result.fusion
+        p = f["primary"]
+        lines.append(
+            f"  {f['model']} v{f['version']} ({f['status']}, {f['pairing']} pairs): AUC "
+            f"{p['value']:.3f} [{p['low']:.3f}, {p['high']:.3f}]; gain vs best single "
+            f"{f['gain_vs_best_single']['value']:+.3f} [{f['gain_vs_best_single']['low']:+.3f}, "
+            f"{f['gain_vs_best_single']['high']:+.3f}]"
+        )
     lines.append(f"report: {result.report_path}")
     return "\n".join(lines)
 
@@ -310,7 +317,7 @@ def embed(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
     with fast_flows():
         report = embed_flow(EmbedParams(), settings=settings)
-    _emit(report.model_dump(mode="json"), as_json, str(report))
+    _emit(report.contract(), as_json, report.summary_text())
 
 
 @app.command()

@@ -132,7 +132,7 @@ def summarise(
             }
             for t in trains
         ],
-        fusion=fusion.summary() if fusion is not None else None,
+        fusion=fusion.contract() if fusion is not None else None,
     )
 
 

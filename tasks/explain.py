@@ -11,9 +11,10 @@ from prefect.cache_policies import NONE
 from retina_core import pipeline
 from retina_core.config import Settings
 from retina_core.reporting.data import ExplainSection
+from tasks.retries import IO_RETRIES
 
 
-@task(name="explain", cache_policy=NONE, task_run_name="explain-{name}-v{version}")
+@task(name="explain", cache_policy=NONE, task_run_name="explain-{name}-v{version}", **IO_RETRIES)
 def explain_task(settings: Settings, name: str, version: int, run_id: str) -> ExplainSection:
     return pipeline.stage_explain(settings, name, version, run_id)
 

@@ -11,9 +11,10 @@ from retina_core.config import Settings
 from retina_core.domain import Modality
 from retina_core.training.loop import EpochLog
 from retina_core.training.run import TrainReport, train_modality
+from tasks.retries import IO_RETRIES
 
 
-@task(name="train-modality", cache_policy=NONE, task_run_name="train-{modality}")
+@task(name="train-modality", cache_policy=NONE, task_run_name="train-{modality}", **IO_RETRIES)
 def train_modality_task(settings: Settings, modality: Modality) -> TrainReport:
     progress = create_progress_artifact(
         progress=0.0, key=f"train-{modality.value}-progress", description=f"{modality} training: epochs done"

@@ -13,7 +13,7 @@ def test_defaults_derive_from_home(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     s = load_settings()
     assert s.storage_url == (tmp_path / "store").as_uri()
     assert s.database_url == f"sqlite:///{tmp_path / 'catalog.db'}"
-    assert s.train.fundus.architecture == "tf_efficientnet_b0" and s.train.oct.architecture == "resnet18"
+    assert s.train.fundus.architecture == "efficientnet_b0" and s.train.oct.architecture == "resnet18"
 
 
 def test_environment_nested_and_file_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

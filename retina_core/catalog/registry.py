@@ -153,6 +153,25 @@ def _event(
     )
 
 
+def decided(engine: Engine, name: str, version: int) -> bool:
+    """Whether the champion rule (or a manual promotion) was ever applied to this version.
+
+    Registration and the decision are two transactions; a run killed between them leaves a
+    registered version nobody decided on, which the next run with the same inputs finishes.
+    """
+    with session_scope(engine) as session:
+        return (
+            session.execute(
+                select(RegistryEventRow.id).where(
+                    RegistryEventRow.name == name,
+                    RegistryEventRow.version == version,
+                    RegistryEventRow.action.in_(["promote", "keep"]),
+                )
+            ).first()
+            is not None
+        )
+
+
 def champion(engine: Engine, name: str) -> ModelVersion | None:
     with session_scope(engine) as session:
         row = _champion_row(session, name)

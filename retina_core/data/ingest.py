@@ -20,7 +20,13 @@ from retina_core.data.rejections import Reason, Rejection
 from retina_core.data.sources import Candidate
 from retina_core.data.validation import ImageFacts, validate_image
 from retina_core.domain import Modality
-from retina_core.storage import ObjectNotFoundError, ObjectStore, StorageError, UnsafeKeyError
+from retina_core.storage import (
+    ObjectNotFoundError,
+    ObjectStore,
+    StorageError,
+    StorageUnavailable,
+    UnsafeKeyError,
+)
 
 log = logging.getLogger(__name__)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -55,6 +61,8 @@ def _read(landing: ObjectStore, key: str, settings: IngestSettings) -> bytes | R
         return Rejection(Reason.PATH_ESCAPE, str(exc))
     except ObjectNotFoundError:
         return Rejection(Reason.FILE_MISSING, f"{key} disappeared before it could be read")
+    except StorageUnavailable:
+        raise  # the landing is unreachable, not the file bad: retry the step, never quarantine
     except (StorageError, OSError) as exc:
         return Rejection(Reason.UNREADABLE, f"cannot read {key}: {type(exc).__name__}")
 
@@ -81,7 +89,11 @@ def quarantine(store: ObjectStore, candidate: Candidate, rejection: Rejection, d
 def process_candidate(
     candidate: Candidate, landing: ObjectStore, store: ObjectStore, settings: IngestSettings
 ) -> FileOutcome:
-    """Never raises for a bad file: every failure becomes a quarantined outcome."""
+    """Never raises for a bad file: every failure becomes a quarantined outcome.
+
+    An unreachable store is not a bad file: :class:`StorageUnavailable` propagates so that
+    the caller retries, instead of quarantining good images for a network outage.
+    """
     data: bytes | None = None
     rejection = candidate.problem
     facts: ImageFacts | None = None

@@ -71,16 +71,39 @@ def _by_stratum(items: Sequence[ImageRecord]) -> dict[tuple[Split, int], list[Im
     return strata
 
 
+def _stratum_pairs(
+    rng: np.random.Generator, fundus: list[ImageRecord], octs: list[ImageRecord], per_image: int
+) -> list[tuple[ImageRecord, ImageRecord]]:
+    """Distinct (fundus, oct) combinations: the larger side ``per_image`` times each, the smaller evenly."""
+    fundus_is_big = len(fundus) >= len(octs)
+    big, small = (fundus, octs) if fundus_is_big else (octs, fundus)
+    n = min(per_image, len(small)) * len(big)
+    pool = _cycled(rng, small, n)
+    partners: dict[str, set[str]] = {}
+    out = []
+    for b in _cycled(rng, big, n):
+        taken = partners.setdefault(b.sha256, set())
+        j = next((j for j, s in enumerate(pool) if s.sha256 not in taken), None)
+        if j is None:  # what is left in the pool is already paired with b: any other partner will do
+            others = [s for s in small if s.sha256 not in taken]
+            partner = others[int(rng.integers(len(others)))]
+        else:
+            partner = pool.pop(j)
+        taken.add(partner.sha256)
+        out.append((b, partner) if fundus_is_big else (partner, b))
+    return out
+
+
 def virtual_pairs(
     fundus_items: Sequence[ImageRecord], oct_items: Sequence[ImageRecord], pairs_per_image: int, seed: int
 ) -> list[Pair]:
     """Fundus and OCT images with the same binary label and split, paired at random (seeded).
 
-    Per (split, label) stratum, ``pairs_per_image x max(#fundus, #oct)`` draws: every image
-    of the larger side is used exactly ``pairs_per_image`` times, the smaller side cycles
-    through its images evenly (so it is reused more often); no image is left out. A
-    repeated (fundus, oct) combination is dropped. The result does not depend on the input
-    order; a stratum with images of one modality only gives no pairs (and is logged).
+    Per (split, label) stratum every image of the larger side is used exactly
+    ``pairs_per_image`` times (fewer only when the smaller side has fewer images than that),
+    and the smaller side cycles through its images evenly, so it is reused more often; no
+    image is left out and no (fundus, oct) combination repeats. The result does not depend
+    on the input order; a stratum with images of one modality only gives no pairs (logged).
     """
     if pairs_per_image < 1:
         raise ValueError(f"pairs_per_image must be >= 1, got {pairs_per_image}")
@@ -92,28 +115,27 @@ def virtual_pairs(
             if not f or not o:
                 if f or o:
                     logger.warning(
-                        "no virtual pairs for %s label %d: %d fundus, %d OCT images", split, label, len(f), len(o)
+                        "no virtual pairs for %s label %d: %d fundus, %d OCT images",
+                        split,
+                        label,
+                        len(f),
+                        len(o),
                     )
                 continue
             rng = np.random.default_rng(_stratum_seed(seed, split, label))
-            n = pairs_per_image * max(len(f), len(o))
-            seen: set[tuple[str, str]] = set()
-            for fr, orr in zip(_cycled(rng, f, n), _cycled(rng, o, n), strict=True):
-                if (fr.sha256, orr.sha256) in seen:
-                    continue
-                seen.add((fr.sha256, orr.sha256))
-                pairs.append(
-                    Pair(
-                        fundus_sha=fr.sha256,
-                        oct_sha=orr.sha256,
-                        label01=label,
-                        split=split,
-                        patient_id=f"oct:{orr.patient_id}",
-                        fundus_patient=fr.patient_id,
-                        oct_patient=orr.patient_id,
-                        kind="virtual",
-                    )
+            pairs.extend(
+                Pair(
+                    fundus_sha=fr.sha256,
+                    oct_sha=orr.sha256,
+                    label01=label,
+                    split=split,
+                    patient_id=f"oct:{orr.patient_id}",
+                    fundus_patient=fr.patient_id,
+                    oct_patient=orr.patient_id,
+                    kind="virtual",
                 )
+                for fr, orr in _stratum_pairs(rng, f, o, pairs_per_image)
+            )
     return pairs
 
 
@@ -134,9 +156,7 @@ def real_pairs(
     pairs: list[Pair] = []
     skipped = 0
     for row in pair_rows:
-        states = [
-            is_disease(*labels[sha]) if sha in labels else None for sha in (row["fundus"], row["oct"])
-        ]
+        states = [is_disease(*labels[sha]) if sha in labels else None for sha in (row["fundus"], row["oct"])]
         if any(states):
             label = 1
         elif all(s is False for s in states):

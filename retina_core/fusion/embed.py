@@ -175,7 +175,9 @@ def compute_embeddings(
     dim = model.spec.embedding_dim
     if len(images_uint8) == 0:
         return np.zeros((0, dim), dtype=np.float32)
-    dataset = ArrayDataset(images_uint8, np.zeros(len(images_uint8), dtype=np.int64), build_eval_transform(model.spec))
+    dataset = ArrayDataset(
+        images_uint8, np.zeros(len(images_uint8), dtype=np.int64), build_eval_transform(model.spec)
+    )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
     dtype = autocast_dtype(device, amp)
     model.eval().to(device)
@@ -260,7 +262,9 @@ def embed_modality(
         for chunk in plan.chunks(settings.embed.shard_size)
     )
     stats = stats_of(plan, computed, time.perf_counter() - started)
-    log.info("%s embeddings (cache %s): %d computed, %d reused", modality, plan.cache_key, computed, plan.reused)
+    log.info(
+        "%s embeddings (cache %s): %d computed, %d reused", modality, plan.cache_key, computed, plan.reused
+    )
     return stats
 
 

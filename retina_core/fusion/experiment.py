@@ -71,13 +71,23 @@ def run_experiment(
 
     budget = {"epochs": fusion.epochs, "lr": fusion.lr}
     heads = TrainedHeads(
-        fusion=fit_head(make_fusion, [tr.fundus, tr.oct], tr.y, [va.fundus, va.oct], va.y, seed=fusion.seed, **budget),
+        fusion=fit_head(
+            make_fusion, [tr.fundus, tr.oct], tr.y, [va.fundus, va.oct], va.y, seed=fusion.seed, **budget
+        ),
         probe_fundus=fit_head(
             lambda: LinearProbe(fd), [tr.fundus], tr.y, [va.fundus], va.y, seed=fusion.seed + 1, **budget
         ),
-        probe_oct=fit_head(lambda: LinearProbe(od), [tr.oct], tr.y, [va.oct], va.y, seed=fusion.seed + 2, **budget),
+        probe_oct=fit_head(
+            lambda: LinearProbe(od), [tr.oct], tr.y, [va.oct], va.y, seed=fusion.seed + 2, **budget
+        ),
         control=fit_head(
-            make_fusion, [ctr.fundus, ctr.oct], ctr.y, [cva.fundus, cva.oct], cva.y, seed=fusion.seed, **budget
+            make_fusion,
+            [ctr.fundus, ctr.oct],
+            ctr.y,
+            [cva.fundus, cva.oct],
+            cva.y,
+            seed=fusion.seed,
+            **budget,
         ),
     )
     scores = {
@@ -87,7 +97,9 @@ def run_experiment(
         "shuffled_control": calibrated_scores(
             heads.control.head, [cva.fundus, cva.oct], cva.y, [cte.fundus, cte.oct]
         ),
-        "fusion_fundus_only": calibrated_scores(heads.fusion.head, [va.fundus, None], va.y, [te.fundus, None]),
+        "fusion_fundus_only": calibrated_scores(
+            heads.fusion.head, [va.fundus, None], va.y, [te.fundus, None]
+        ),
         "fusion_oct_only": calibrated_scores(heads.fusion.head, [None, va.oct], va.y, [None, te.oct]),
     }
     scores["late_fusion"] = Calibrated(
@@ -102,10 +114,17 @@ def run_experiment(
     def row(key: str, name: str, description: str, inputs: str, pairs: str = kind) -> FusionRow:
         s = scores[key]
         result = evaluate_binary(te.y, s.test, te.groups, evaluation, val_y01=va.y, val_score=s.val)
-        return FusionRow(key=key, name=name, description=description, inputs=inputs, pairs=pairs, result=result)
+        return FusionRow(
+            key=key, name=name, description=description, inputs=inputs, pairs=pairs, result=result
+        )
 
     rows = [
-        row("fundus_only", "Fundus only (linear probe)", "LayerNorm + linear on the fundus embedding.", "fundus"),
+        row(
+            "fundus_only",
+            "Fundus only (linear probe)",
+            "LayerNorm + linear on the fundus embedding.",
+            "fundus",
+        ),
         row("oct_only", "OCT only (linear probe)", "LayerNorm + linear on the OCT embedding.", "oct"),
         row(
             "late_fusion",
@@ -123,8 +142,18 @@ def run_experiment(
         ),
     ]
     missing = [
-        row("fusion_fundus_only", "Fusion head, fundus only", "OCT replaced by the learned missing vector.", "fundus"),
-        row("fusion_oct_only", "Fusion head, OCT only", "Fundus replaced by the learned missing vector.", "oct"),
+        row(
+            "fusion_fundus_only",
+            "Fusion head, fundus only",
+            "OCT replaced by the learned missing vector.",
+            "fundus",
+        ),
+        row(
+            "fusion_oct_only",
+            "Fusion head, OCT only",
+            "Fundus replaced by the learned missing vector.",
+            "oct",
+        ),
         row("fusion_both", "Fusion head, both", "Both embeddings present.", "both"),
     ]
     best = max(("fundus_only", "oct_only"), key=lambda k: _auc(rows, k))

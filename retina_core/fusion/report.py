@@ -15,6 +15,8 @@ from retina_core.catalog.registry import Decision
 from retina_core.evaluation import BinaryResult, Estimate
 from retina_core.fusion.embed import EmbedReport
 from retina_core.reporting.data import ComparisonRow
+from retina_core.reporting.format import format_signed_estimate
+from retina_core.reporting.markdown import fusion_comparison_table, table
 
 PairingUsed = Literal["virtual", "real"]
 
@@ -60,7 +62,9 @@ class FusionEvaluation(_Data):
     pairing_note: str
     counts: dict[str, dict[str, int]] = Field(description="Per split: pairs, diseased, images, units.")
     rows: list[FusionRow] = Field(description="Same test pairs for every row except the shuffled control.")
-    missing_modality: list[FusionRow] = Field(description="The fusion head given fundus only, OCT only, both.")
+    missing_modality: list[FusionRow] = Field(
+        description="The fusion head given fundus only, OCT only, both."
+    )
     best_single: str = Field(description="Key of the single-modality row with the higher test AUC.")
     gain_vs_best_single: Estimate = Field(description="AUC(fusion) - AUC(best single), paired bootstrap.")
     gain_vs_late_fusion: Estimate
@@ -191,3 +195,44 @@ def _comparison(rows: list[FusionRow], ev: FusionEvaluation | None) -> list[Comp
         )
         for r in rows
     ]
+
+
+def fusion_markdown(report: FusionReport) -> str:
+    """The Prefect artifact: pairing kind first, then counts, the comparison and the gains."""
+    ev = report.evaluation
+    counts = table(
+        ["Split", "Pairs", "Diseased", "Fundus images", "OCT images", "Bootstrap units"],
+        [
+            (split, c["pairs"], c["diseased"], c["fundus_images"], c["oct_images"], c["units"])
+            for split, c in ev.counts.items()
+        ],
+    )
+    embedded = (
+        f"Embeddings: {report.embeddings.computed} computed, {report.embeddings.reused} reused."
+        if report.embeddings is not None
+        else ""
+    )
+    lines = [
+        f"# {report.model_name} v{report.version} ({report.status}): {ev.pairing.upper()} pairs",
+        "",
+        ev.pairing_note,
+        "",
+        counts,
+        "",
+        embedded,
+        "",
+        "## Same test pairs, every row",
+        "",
+        fusion_comparison_table(report.comparison_rows()),
+        "",
+        "## Missing modality (the fusion head)",
+        "",
+        fusion_comparison_table(report.missing_modality_rows()),
+        "",
+        f"- Gain vs best single modality ({ev.best_single}): {format_signed_estimate(ev.gain_vs_best_single)}",
+        f"- Gain vs late fusion: {format_signed_estimate(ev.gain_vs_late_fusion)}",
+        f"- Gain vs shuffled-pair control: {format_signed_estimate(ev.gain_vs_shuffled_control)}",
+    ]
+    if report.decision is not None:
+        lines += ["", f"Registry: {report.decision.reason}"]
+    return "\n".join(lines)

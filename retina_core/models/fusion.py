@@ -73,7 +73,11 @@ class _TwoModalityHead(nn.Module):
             present[:, 0] &= ~(drop & which)
             present[:, 1] &= ~(drop & ~which)
         dtype = self.missing_fundus.dtype
-        f = self.norm_fundus(fundus_emb.to(dtype)) if fundus_emb is not None else self.missing_fundus.expand(n, -1)
+        f = (
+            self.norm_fundus(fundus_emb.to(dtype))
+            if fundus_emb is not None
+            else self.missing_fundus.expand(n, -1)
+        )
         o = self.norm_oct(oct_emb.to(dtype)) if oct_emb is not None else self.missing_oct.expand(n, -1)
         f = torch.where(present[:, :1], f, self.missing_fundus.expand_as(f))
         o = torch.where(present[:, 1:], o, self.missing_oct.expand_as(o))
@@ -96,7 +100,12 @@ class ConcatMLPFusion(_TwoModalityHead):
     kind = "concat_mlp"
 
     def __init__(
-        self, fundus_dim: int, oct_dim: int, hidden: int = 128, modality_dropout: float = 0.0, dropout: float = 0.1
+        self,
+        fundus_dim: int,
+        oct_dim: int,
+        hidden: int = 128,
+        modality_dropout: float = 0.0,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__(fundus_dim, oct_dim, hidden, modality_dropout)
         self.mlp = nn.Sequential(
@@ -120,7 +129,12 @@ class GatedFusion(_TwoModalityHead):
     kind = "gated"
 
     def __init__(
-        self, fundus_dim: int, oct_dim: int, hidden: int = 128, modality_dropout: float = 0.0, dropout: float = 0.1
+        self,
+        fundus_dim: int,
+        oct_dim: int,
+        hidden: int = 128,
+        modality_dropout: float = 0.0,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__(fundus_dim, oct_dim, hidden, modality_dropout)
         self.proj_fundus = nn.Sequential(nn.Linear(fundus_dim, hidden), nn.GELU())
@@ -155,7 +169,10 @@ class LinearProbe(nn.Module):
         return {"kind": self.kind, "dim": self.dim, "outputs": ["normal", "disease"]}
 
 
-HEADS: dict[str, type[_TwoModalityHead]] = {ConcatMLPFusion.kind: ConcatMLPFusion, GatedFusion.kind: GatedFusion}
+HEADS: dict[str, type[_TwoModalityHead]] = {
+    ConcatMLPFusion.kind: ConcatMLPFusion,
+    GatedFusion.kind: GatedFusion,
+}
 
 
 def create_fusion_head(

@@ -73,7 +73,7 @@ def build_from_spec(spec: ModelSpec) -> RetinaClassifier:
 @register_model(Modality.FUNDUS)
 def fundus_cnn(
     *,
-    architecture: str = "tf_efficientnet_b0",
+    architecture: str = "efficientnet_b0",
     image_size: int = 128,
     task: Task = "classification",
     pretrained: str | Path | None = None,

@@ -110,6 +110,48 @@ def train_section(
     )
 
 
+def fusion_section(
+    fusion: Any, store: ObjectStore, *, synthetic: bool, dataset_version: int | None
+) -> ModelSection:
+    """A model section from a ``FusionReport`` (the head on the two frozen encoders)."""
+    ev = fusion.evaluation
+    result = ev.row("fusion").result
+    spec = {
+        "name": fusion.model_name,
+        "architecture": f"{ev.head} on frozen encoder embeddings",
+        "modality": "fundus + OCT embeddings",
+        "label_names": ["normal", "disease"],
+    }
+    counts = {
+        split: {"pairs": c.get("pairs", 0), "diseased": c.get("diseased", 0)}
+        for split, c in ev.counts.items()
+    }
+    return ModelSection(
+        name=fusion.model_name,
+        version=str(fusion.version),
+        architecture=spec["architecture"],
+        evaluation=result,
+        curves=TrainingCurves(
+            train_loss=[h.get("train_loss", float("nan")) for h in ev.history],
+            val_loss=[h.get("val_loss", float("nan")) for h in ev.history],
+            val_metric=[h.get("val_auc", h.get("val_metric", float("nan"))) for h in ev.history],
+            val_metric_name="auc",
+        )
+        if ev.history
+        else None,
+        registry=registry_section(fusion.decision, result.n_patients),
+        model_card=build_model_card(
+            result,
+            spec,
+            counts,
+            version=str(fusion.version),
+            dataset_version=None if dataset_version is None else str(dataset_version),
+            synthetic=synthetic,
+            pairing=str(ev.pairing),
+        ),
+    )
+
+
 def build_report_data(
     *,
     run_id: str,
@@ -122,15 +164,18 @@ def build_report_data(
     notes: Sequence[str] = (),
 ) -> ReportData:
     dataset_version = latest_dataset_version(engine)
-    pairing = getattr(fusion, "pairing", None)
-    summary = data_summary(engine, pairing, getattr(fusion, "n_pairs", None))
+    pairing = str(fusion.pairing) if fusion is not None else None
+    n_pairs = (
+        sum(c.get("pairs", 0) for c in fusion.evaluation.counts.values()) if fusion is not None else None
+    )
+    summary = data_summary(engine, pairing, n_pairs)
     models = [
         train_section(t, store, summary, synthetic=synthetic, dataset_version=dataset_version) for t in trains
     ]
     all_notes = ([NOTES_SYNTHETIC] if synthetic else []) + list(notes)
     if fusion is not None:
-        models.append(fusion.model_section(synthetic=synthetic, dataset_version=dataset_version))
-        all_notes += list(getattr(fusion, "notes", []))
+        models.append(fusion_section(fusion, store, synthetic=synthetic, dataset_version=dataset_version))
+        all_notes.append(fusion.evaluation.pairing_note)
     return ReportData(
         run_id=run_id,
         created_at=datetime.now(UTC),
@@ -138,8 +183,8 @@ def build_report_data(
         synthetic=synthetic,
         data_summary=summary,
         models=models,
-        fusion_comparison=getattr(fusion, "comparison", None),
-        missing_modality=getattr(fusion, "missing_modality", None),
+        fusion_comparison=fusion.comparison_rows() if fusion is not None else None,
+        missing_modality=fusion.missing_modality_rows() if fusion is not None else None,
         explanations=list(explanations) or None,
         notes=all_notes,
     )

@@ -27,6 +27,14 @@ class ObjectNotFoundError(StorageError):
     """No object at that key."""
 
 
+class StorageUnavailable(StorageError):
+    """The store did not answer (connection refused or cut, timeout, 5xx) even after the client's retries.
+
+    Says nothing about the object itself: the same call may succeed later, so callers
+    retry the whole step instead of recording a verdict about the data.
+    """
+
+
 class ObjectExistsError(StorageError):
     """A *different* object already exists at that key and overwriting was not asked for."""
 
@@ -143,6 +151,7 @@ __all__ = [
     "ObjectNotFoundError",
     "ObjectStore",
     "StorageError",
+    "StorageUnavailable",
     "UnsafeKeyError",
     "join_key",
     "redact_url",

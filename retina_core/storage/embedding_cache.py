@@ -103,9 +103,19 @@ def _chunks(items: Sequence[str], size: int = _QUERY_CHUNK) -> Iterator[Sequence
 
 
 def shard_bytes(shas: Sequence[str], embeddings: np.ndarray, cache_key: str) -> bytes:
-    """A shard's safetensors bytes; the metadata repeats the image ids so a shard explains itself."""
+    """A shard's safetensors bytes; the metadata repeats the image ids so a shard explains itself.
+
+    The header is rewritten with sorted keys: safetensors emits the metadata map in an order
+    that changes from process to process (a Rust HashMap), and the shard's key is the hash
+    of these bytes, so without it a re-run after a crash would write the same shard again
+    under a second key instead of finding the first.
+    """
     metadata = {"shas": json.dumps(list(shas)), "dim": str(embeddings.shape[1]), "cache_key": cache_key}
-    return st_save({TENSOR_NAME: np.ascontiguousarray(embeddings, dtype=np.float32)}, metadata=metadata)
+    data = st_save({TENSOR_NAME: np.ascontiguousarray(embeddings, dtype=np.float32)}, metadata=metadata)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # tensor data stays 8-byte aligned, as safetensors writes it
+    return struct.pack("<Q", len(header)) + header + data[8 + length :]
 
 
 def shard_metadata(data: bytes) -> dict[str, str]:
@@ -190,7 +200,9 @@ class EmbeddingCache:
         for start in range(0, len(shas), self.shard_size):
             part = shas[start : start + self.shard_size]
             keys.append(self._put_shard(part, array[start : start + len(part)]))
-        logger.info("embedding cache %s: stored %d embeddings in %d shards", self.cache_key, len(shas), len(keys))
+        logger.info(
+            "embedding cache %s: stored %d embeddings in %d shards", self.cache_key, len(shas), len(keys)
+        )
         return keys
 
     def _check_batch(self, shas: list[str], array: np.ndarray) -> None:
@@ -239,7 +251,13 @@ class EmbeddingCache:
                 _insert(session, EmbeddingShardRow)
                 .values(
                     [
-                        {"cache_key": self.cache_key, "sha256": sha, "shard_key": key, "row": row, "created_at": now}
+                        {
+                            "cache_key": self.cache_key,
+                            "sha256": sha,
+                            "shard_key": key,
+                            "row": row,
+                            "created_at": now,
+                        }
                         for row, sha in enumerate(shas)
                     ]
                 )
@@ -356,7 +374,9 @@ class EmbeddingCache:
                         EmbeddingShardRow.cache_key == self.cache_key, EmbeddingShardRow.shard_key.in_(chunk)
                     )
                 )
-                session.execute(delete(EmbeddingShardFileRow).where(EmbeddingShardFileRow.shard_key.in_(chunk)))
+                session.execute(
+                    delete(EmbeddingShardFileRow).where(EmbeddingShardFileRow.shard_key.in_(chunk))
+                )
         for key in keys:
             logger.warning("evicted damaged embedding shard %s: %s", key, damaged[key])
             self._set_aside(key, damaged[key])
@@ -373,7 +393,10 @@ class EmbeddingCache:
                         EmbeddingShardFileRow.shard_key == EmbeddingShardRow.shard_key,
                         isouter=True,
                     )
-                    .where(EmbeddingShardRow.cache_key == self.cache_key, EmbeddingShardFileRow.shard_key.is_(None))
+                    .where(
+                        EmbeddingShardRow.cache_key == self.cache_key,
+                        EmbeddingShardFileRow.shard_key.is_(None),
+                    )
                 ).scalars()
             )
 

@@ -22,7 +22,8 @@ from typing import IO, Any
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from retina_core.storage.atomic import file_sha256, temporary_file
 from retina_core.storage.base import (
@@ -30,6 +31,7 @@ from retina_core.storage.base import (
     ObjectInfo,
     ObjectNotFoundError,
     StorageError,
+    StorageUnavailable,
     join_key,
     redact_url,
     validate_key,
@@ -39,11 +41,16 @@ from retina_core.storage.base import (
 logger = logging.getLogger(__name__)
 
 CLIENT_CONFIG = Config(
-    retries={"max_attempts": 8, "mode": "standard"},  # ~1 min of backoff: survives a brief outage
+    # botocore's standard mode backs off from 50 ms (full jitter, doubling, capped at 20 s) for
+    # connection errors; 11 retries wait ~30 s on average, so an endpoint that is away for
+    # several seconds is ridden out here (8 retries averaged ~6 s and often failed at 4 s).
+    retries={"max_attempts": 11, "mode": "standard"},
     connect_timeout=5,
     read_timeout=60,
 )
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+_UNREACHABLE = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+"""Refused, cut, timed out or truncated: the endpoint, not the request, is the problem."""
 _WRITE_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
 _CONDITIONAL_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
 
@@ -280,7 +287,8 @@ class S3ObjectStore:
             raise self._client_error(exc, operation, full) from None
         except BotoCoreError as exc:
             endpoint = redact_url(self._endpoint_url) if self._endpoint_url else "AWS"
-            raise StorageError(
+            error = StorageUnavailable if isinstance(exc, _UNREACHABLE) else StorageError
+            raise error(
                 f"S3 {operation} {self._where(full)} failed: {type(exc).__name__} (endpoint {endpoint})"
             ) from None
 
@@ -300,7 +308,8 @@ class S3ObjectStore:
         if code == "NoSuchBucket":
             return StorageError(f"S3 bucket {self._bucket!r} does not exist")
         hint = "; check the AWS credentials and their permissions" if status in (401, 403) else ""
-        return StorageError(f"S3 {operation} {self._where(full)} failed: {code} (HTTP {status}){hint}")
+        error = StorageUnavailable if isinstance(status, int) and status >= 500 else StorageError
+        return error(f"S3 {operation} {self._where(full)} failed: {code} (HTTP {status}){hint}")
 
 
 def _code(exc: ClientError) -> str:

@@ -19,7 +19,9 @@ from retina_core.catalog.registry import (
     apply_decision,
     champion,
     decide,
+    decided,
     find_by_run_key,
+    get_version,
     register_version,
     run_key,
 )
@@ -152,6 +154,15 @@ def train_modality(
     if existing is not None:
         log.info("%s: inputs unchanged since version %d; reusing it", name, existing.version)
         metrics = read_json(store, existing.object_prefix, "metrics.json")
+        decision = None
+        if not decided(engine, name, existing.version):
+            log.warning(
+                "%s v%d: registered by a run that ended before the champion rule; applying it now",
+                name,
+                existing.version,
+            )
+            decision = champion_decision(settings, engine, store, existing, val, test, device)
+            existing = get_version(engine, name, existing.version)
         return TrainReport(
             modality=modality.value,
             model_name=name,
@@ -165,7 +176,7 @@ def train_modality(
             best_epoch=metrics["best_epoch"],
             resumed_from=None,
             evaluation=EvaluationResult.model_validate(metrics["evaluation"]),
-            decision=None,
+            decision=decision,
             extras=metrics.get("extras", {}),
             seconds=time.perf_counter() - started,
         )

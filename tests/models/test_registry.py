@@ -19,7 +19,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module", params=list_models())
 def model(request: pytest.FixtureRequest) -> RetinaClassifier:
-    """Every registered model with its default architecture (tf_efficientnet_b0, resnet18)."""
+    """Every registered model with its default architecture (efficientnet_b0, resnet18)."""
     torch.manual_seed(0)
     return create_model(request.param, image_size=SIZE).eval()
 
@@ -37,7 +37,7 @@ def test_registry_lists_one_model_per_modality() -> None:
 def test_default_architectures_and_channels(model: RetinaClassifier) -> None:
     spec = model.spec
     expected = {
-        "fundus_cnn": ("tf_efficientnet_b0", 3, Modality.FUNDUS),
+        "fundus_cnn": ("efficientnet_b0", 3, Modality.FUNDUS),
         "oct_cnn": ("resnet18", 1, Modality.OCT),
     }
     assert (spec.architecture, spec.in_chans, spec.modality) == expected[spec.name]

@@ -1,0 +1,60 @@
+"""The ``embed`` flow: fill the embedding cache for the encoders fusion will use.
+
+Per modality: plan (verify the shards, evict damaged ones, list what is missing), then
+embed the missing images in shard-sized chunks mapped over the task runner, so a Dask
+runner spreads them over workers without code changes. A second run with the same
+encoders maps nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, unmapped
+from pydantic import Field
+
+from flows.common import RunConfig
+from retina_core.config import Settings
+from retina_core.domain import Modality
+from retina_core.fusion.embed import EmbedReport, EmbedStats, stats_of
+from tasks.embed import embed_shard, plan_embeddings, publish_embed_artifacts, select_encoders
+
+
+class EmbedParams(RunConfig):
+    shard_size: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Embeddings per shard and per mapped task; None keeps the settings'.",
+    )
+    batch_size: int | None = Field(
+        None, ge=1, le=4096, description="Images per forward pass; None keeps the settings'."
+    )
+
+    def apply(self, settings: Settings) -> Settings:
+        updates = {k: v for k, v in (("shard_size", self.shard_size), ("batch_size", self.batch_size)) if v}
+        if not updates:
+            return settings
+        return settings.model_copy(update={"embed": settings.embed.model_copy(update=updates)})
+
+
+@flow(name="embed", flow_run_name="embed", log_prints=False)
+def embed_flow(params: EmbedParams, settings: Settings | None = None) -> EmbedReport:
+    settings = params.apply(settings or params.settings())
+    logger = get_run_logger()
+    versions = select_encoders(settings)
+    stats: dict[Modality, EmbedStats] = {}
+    size = settings.embed.shard_size
+    for modality in Modality:
+        started = time.perf_counter()
+        plan = plan_embeddings(settings, modality, versions[modality])
+        chunks = plan.chunks(size)
+        futures = embed_shard.map(
+            unmapped(settings), unmapped(plan), chunks, first=[i * size for i in range(len(chunks))]
+        )
+        computed = sum(f.result() for f in futures)
+        stats[modality] = stats_of(plan, computed, time.perf_counter() - started)
+        logger.info("%s: %d embeddings computed, %d reused", modality, computed, plan.reused)
+    report = EmbedReport(fundus=stats[Modality.FUNDUS], oct=stats[Modality.OCT])
+    publish_embed_artifacts(report)
+    return report

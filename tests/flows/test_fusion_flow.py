@@ -1,0 +1,91 @@
+"""The embed and train-fusion flows under Prefect's real ephemeral API, artifacts included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from retina_core.data.synthetic import SynthSpec
+from retina_core.domain import Modality
+from tests.fusion.world import World, build_world, register_stand_in
+
+SPEC = SynthSpec(fundus=40, oct=60, pairs=0, size=64, seed=7)
+"""Small, but every split holds both labels in both modalities (checked for this seed)."""
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """Virtual pairs only (no manifest), from two registered stand-in encoders."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    w = build_world(tmp_path, SPEC, train=False, epochs=5)
+    for modality in Modality:
+        register_stand_in(w, modality, seed=0)
+    yield w
+    torch.set_num_threads(before)
+
+
+def _artifacts(flow_run_id: object) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def test_embed_then_fusion_flow_map_shards_and_publish_artifacts(prefect_api: None, world: World) -> None:
+    from flows.embed import EmbedParams, embed_flow
+    from flows.fusion import FusionParams, train_fusion_flow
+
+    state = embed_flow(EmbedParams(shard_size=16), settings=world.settings, return_state=True)
+    assert state.is_completed()
+    report = state.result()
+    assert (report.fundus.computed, report.oct.computed) == (SPEC.fundus, SPEC.oct)
+    assert "embedding-cache" in _artifacts(state.state_details.flow_run_id)
+
+    state = train_fusion_flow(FusionParams(epochs=5), settings=world.settings, return_state=True)
+    assert state.is_completed()
+    fusion = state.result()
+    assert fusion.pairing == "virtual" and fusion.version == 1
+    assert fusion.embeddings is not None and fusion.embeddings.computed == 0  # the cache was warm
+    assert fusion.embeddings.reused == SPEC.fundus + SPEC.oct
+    assert {r.key for r in fusion.evaluation.rows} >= {"fusion", "shuffled_control", "late_fusion"}
+    artifacts = _artifacts(state.state_details.flow_run_id)
+    assert {"fusion-comparison", "fusion-comparison-table"} <= set(artifacts)
+    markdown = artifacts["fusion-comparison"].data
+    assert "VIRTUAL pairs" in markdown and "Shuffled-pair control" in markdown
+
+
+def test_flow_parameters_render_a_form_schema() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.embed import embed_flow
+    from flows.fusion import train_fusion_flow
+
+    fusion = parameter_schema(train_fusion_flow.fn).model_dump()["definitions"]["FusionParams"]["properties"]
+    assert fusion["pairing"]["description"] and fusion["pairing"]["default"] is None
+    embed = parameter_schema(embed_flow.fn).model_dump()["definitions"]["EmbedParams"]["properties"]
+    assert embed["shard_size"]["description"]
+
+
+def test_only_store_and_database_outages_are_retried() -> None:
+    from prefect.states import Failed
+    from sqlalchemy.exc import OperationalError
+
+    from retina_core.storage import ObjectNotFoundError, StorageError
+    from retina_core.storage.embedding_cache import DamagedShard
+    from tasks.embed import is_io_failure
+
+    def retried(exc: BaseException) -> bool:
+        return is_io_failure(None, None, Failed(data=exc))
+
+    assert retried(StorageError("connection reset")) and retried(OperationalError("select", {}, Exception()))
+    assert not retried(ObjectNotFoundError("gone for good"))
+    assert not retried(DamagedShard("embeddings/x/y.safetensors", "checksum mismatch"))
+    assert not retried(ValueError("a bug"))

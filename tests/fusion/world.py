@@ -1,0 +1,105 @@
+"""A small but complete catalog for fusion tests: synthetic data ingested, both encoders trained.
+
+Everything goes through the real pipeline (synthetic writer → ingestion → ``train_modality``
+→ registry); only the sizes are shrunk so a session builds it in well under a minute on
+two CPU cores. The encoders are tiny timm test models trained for a few epochs at 64 px:
+weak, but their embeddings carry each modality's own disease signal, which is all the
+fusion logic needs to be checked honestly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sqlalchemy import Engine
+
+from retina_core import api
+from retina_core.catalog.registry import ModelVersion, register_version
+from retina_core.config import Settings
+from retina_core.data.synthetic import SynthSpec, SynthSummary, write_synthetic
+from retina_core.domain import Modality, Source
+from retina_core.models import create_model
+from retina_core.models.persist import model_files
+from retina_core.models.registry import model_for_modality
+from retina_core.storage import ObjectStore
+from retina_core.training.run import train_modality
+
+
+@dataclass
+class World:
+    settings: Settings
+    engine: Engine
+    store: ObjectStore
+    synth: SynthSummary
+    out: Path
+
+
+def world_settings(home: Path, *, test_fraction: float = 0.2, **fusion: object) -> Settings:
+    encoder = {
+        "image_size": 64,
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup_epochs": 0.5,
+        "patience": 4,
+        "imbalance": "none",
+    }
+    return Settings.model_validate(
+        {
+            "home": home,
+            "split": {"test_fraction": test_fraction},
+            "train": {
+                # Ben Graham's normalisation makes small lesions stand out enough to learn in a few epochs.
+                "fundus": {"architecture": "test_resnet", "ben_graham": True, **encoder},
+                "oct": {"architecture": "test_resnet", **encoder},
+                "device": "cpu",
+                "num_workers": 0,
+            },
+            "embed": {"batch_size": 128, "shard_size": 64},
+            "fusion": {"epochs": 60, "hidden": 64, **fusion},
+            "evaluation": {"bootstrap": 200},
+        }
+    )
+
+
+def build_world(
+    root: Path, spec: SynthSpec, *, train: bool = True, test_fraction: float = 0.2, **fusion: object
+) -> World:
+    out = root / "synth"
+    synth = write_synthetic(out, spec)
+    settings = world_settings(root / "home", test_fraction=test_fraction, **fusion)
+    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    if spec.fundus:
+        api.ingest(settings, Source.APTOS, str(out / "aptos"))
+    if spec.oct:
+        api.ingest(settings, Source.KERMANY, str(out / "kermany"))
+    if spec.pairs:
+        api.ingest(settings, Source.PAIRS, str(out / "pairs.csv"))
+    if train:
+        for modality in Modality:
+            train_modality(settings, modality, engine=engine, store=store)
+    return World(settings, engine, store, synth, out)
+
+
+def register_stand_in(world: World, modality: Modality, seed: int) -> ModelVersion:
+    """A registered encoder that was never trained: seeded random weights, the real spec and files.
+
+    For tests of the cache and the flows, where what the embeddings mean does not matter,
+    only that they come from a registered encoder through the real path.
+    """
+    ms = world.settings.train_for(modality)
+    torch.manual_seed(seed)
+    model = create_model(model_for_modality(modality), architecture=ms.architecture, image_size=ms.image_size)
+    files = model_files(model, model.spec.to_dict(), {"train": ms.model_dump()}, {"stand_in": True})
+    return register_version(
+        world.engine,
+        world.store,
+        name=model_for_modality(modality),
+        key=f"stand-in-{modality.value}-{seed}",
+        files=files,
+        primary_metric="stand_in",
+        primary=(None, None, None),
+        data_version=None,
+    )
