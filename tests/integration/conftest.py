@@ -1,0 +1,173 @@
+"""The service as it is deployed: a real Prefect server on PostgreSQL, a process worker, S3 over HTTP.
+
+Everything is started for one test and stopped on every exit. The worker's environment
+points the library at moto's S3 server and a throwaway catalog database and shrinks the
+retrain (32 px, one epoch, 100 bootstrap resamples) so that it fits a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+import tests.support.prefect  # noqa: F401  (sets the Prefect environment before prefect is imported)
+from retina_core.config import Settings
+from tests.support.moto import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
+from tests.support.postgres import fresh_database
+
+ROOT = Path(__file__).resolve().parents[2]
+# deployments/ is not an installed package; `python -m pytest` has the root on sys.path, `pytest` not.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from deployments.stack import LocalStack, StackConfig, log_tail  # noqa: E402
+
+DEPLOYMENTS = ("ingest-aptos", "retrain-pipeline")
+
+SMALL_RETRAIN = {
+    # Production architectures, shrunken inputs: the point is the wiring, not the accuracy.
+    "RETINA_TRAIN__DEVICE": "cpu",
+    "RETINA_TRAIN__NUM_WORKERS": "0",
+    "RETINA_TRAIN__FUNDUS__IMAGE_SIZE": "32",
+    "RETINA_TRAIN__FUNDUS__EPOCHS": "1",
+    "RETINA_TRAIN__FUNDUS__BATCH_SIZE": "16",
+    "RETINA_TRAIN__OCT__IMAGE_SIZE": "32",
+    "RETINA_TRAIN__OCT__EPOCHS": "1",
+    "RETINA_TRAIN__OCT__BATCH_SIZE": "16",
+    "RETINA_EVALUATION__BOOTSTRAP": "100",
+    "RETINA_EXPLAIN__MAX_IMAGES": "8",
+    "RETINA_EXPLAIN__EXAMPLES_PER_CLASS": "1",
+    "RETINA_FUSION__EPOCHS": "10",
+}
+
+
+@dataclass(frozen=True)
+class ServiceDatabases:
+    """Where the Prefect server and the catalog keep their data for this test."""
+
+    prefect_url: str | None  # None: SQLite under the server's PREFECT_HOME
+    catalog_url: str
+    fallback_reason: str | None  # why PostgreSQL was not used; None when it was
+
+
+@dataclass(frozen=True)
+class Service:
+    stack: LocalStack
+    settings: Settings  # the worker's settings, for reading the catalog and the store from the test
+    landing: Path
+    scratch: Path
+    databases: ServiceDatabases
+
+    def logs(self, lines: int = 60) -> str:
+        """Tails of the server's and the worker's logs (the worker's holds the flow runs' output)."""
+        return "\n".join(
+            f"--- {name}.log (last {lines} lines) ---\n{log_tail(self.stack.log_dir / f'{name}.log', lines)}"
+            for name in ("server", "worker", "deploy")
+        )
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """Prefect's ephemeral API (for flows run in this process) with the per-flow heartbeat off."""
+    from flows.runtime import fast_flows
+
+    with fast_flows():
+        yield
+
+
+def _postgres_unusable() -> str | None:
+    if importlib.util.find_spec("asyncpg") is None:
+        return "asyncpg is not installed (the Prefect server's PostgreSQL driver)"
+    try:
+        with fresh_database():
+            pass
+    except pytest.skip.Exception as exc:
+        return str(exc.msg)
+    return None
+
+
+def asyncpg_url(url: str) -> str:
+    """The Prefect server talks to PostgreSQL through asyncpg, the catalog through psycopg."""
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def service_databases(tmp_path: Path) -> Iterator[ServiceDatabases]:
+    """Two fresh PostgreSQL databases; SQLite only when PostgreSQL is unusable, and then said so."""
+    reason = _postgres_unusable()
+    if reason is not None:
+        yield ServiceDatabases(None, f"sqlite:///{tmp_path / 'catalog.db'}", reason)
+        return
+    with fresh_database() as prefect_db, fresh_database() as catalog_db:
+        yield ServiceDatabases(asyncpg_url(prefect_db), catalog_db, None)
+
+
+def service_environment(settings: Settings, databases: ServiceDatabases) -> dict[str, str]:
+    env = {
+        **SMALL_RETRAIN,
+        "RETINA_HOME": str(settings.home),
+        "RETINA_STORAGE_URL": str(settings.storage_url),
+        "RETINA_S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
+        "RETINA_DATABASE_URL": str(settings.database_url),
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+        "AWS_DEFAULT_REGION": FAKE_REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # A held retrain retries for its slot every 2 s instead of 30 s.
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+        # The test schedules its own runs; the nightly schedules must not add any.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if databases.prefect_url is not None:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = databases.prefect_url
+    return env
+
+
+@pytest.fixture
+def service(
+    tmp_path: Path, service_databases: ServiceDatabases, s3_bucket: tuple[str, str]
+) -> Iterator[Service]:
+    """Server, pool, the two deployments from prefect.yaml and a worker; stopped on every exit."""
+    endpoint_url, bucket = s3_bucket
+    settings = Settings(
+        home=tmp_path / "home",
+        storage_url=f"s3://{bucket}/retina",
+        s3_endpoint_url=endpoint_url,
+        database_url=service_databases.catalog_url,
+    )
+    config = StackConfig(
+        prefect_home=tmp_path / "prefect",
+        deployment_names=DEPLOYMENTS,
+        create_landing=False,
+        startup_timeout_s=150,
+        stop_timeout_s=10,
+        extra_env=service_environment(settings, service_databases),
+    )
+    stack = LocalStack(config)
+    landing = tmp_path / "landing" / "aptos"
+    try:
+        stack.start()
+        yield Service(stack, settings, landing, tmp_path / "scratch", service_databases)
+    finally:
+        with contextlib.suppress(Exception):
+            stack.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """On failure, attach the server's and worker's log tails to the report."""
+    report = yield
+    service = getattr(item, "funcargs", {}).get("service")
+    if report.failed and isinstance(service, Service):
+        report.sections.append(("service logs", service.logs()))
+    return report
