@@ -21,14 +21,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
-from torch.utils.data import DataLoader
 
 from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
 from retina_core.catalog.repository import image_records
 from retina_core.config import Settings
-from retina_core.data.datasets import ArrayDataset
 from retina_core.data.image_cache import PreprocessedCache
-from retina_core.data.transforms import build_eval_transform
 from retina_core.domain import Modality
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import load_classifier, read_json
@@ -37,7 +34,8 @@ from retina_core.models.weights import fingerprint
 from retina_core.storage import ObjectStore
 from retina_core.storage.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
 from retina_core.training.data import cache_for
-from retina_core.training.device import autocast_dtype, loader_kwargs, select_device
+from retina_core.training.device import select_device
+from retina_core.training.loop import infer_batches
 
 log = logging.getLogger(__name__)
 
@@ -175,21 +173,9 @@ def compute_embeddings(
     dim = model.spec.embedding_dim
     if len(images_uint8) == 0:
         return np.zeros((0, dim), dtype=np.float32)
-    dataset = ArrayDataset(
-        images_uint8, np.zeros(len(images_uint8), dtype=np.int64), build_eval_transform(model.spec)
+    return infer_batches(
+        model, model.embed, images_uint8, device, dim, batch_size=batch_size, amp=amp, num_workers=num_workers
     )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
-    dtype = autocast_dtype(device, amp)
-    model.eval().to(device)
-    parts: list[np.ndarray] = []
-    with torch.inference_mode():
-        for x, _ in loader:
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                parts.append(model.embed(x).float().cpu().numpy())
-    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def plan_embeddings(

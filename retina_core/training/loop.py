@@ -121,6 +121,30 @@ def predict_logits(
     num_workers: int | None = None,
 ) -> np.ndarray:
     """Logits (or regression scores, shape (N, 1)) for preprocessed uint8 images."""
+    return infer_batches(
+        model,
+        model,
+        images,
+        device,
+        model.spec.num_outputs,
+        batch_size=batch_size,
+        amp=amp,
+        num_workers=num_workers,
+    )
+
+
+def infer_batches(
+    model: RetinaClassifier,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    device: torch.device,
+    width: int,
+    *,
+    batch_size: int = 64,
+    amp: bool = True,
+    num_workers: int | None = None,
+) -> np.ndarray:
+    """Batched, autograd-free ``forward`` over uint8 images (eval transforms, AMP and channels_last on CUDA)."""
     dataset = ArrayDataset(images, np.zeros(len(images), dtype=np.int64), build_eval_transform(model.spec))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
     dtype = autocast_dtype(device, amp)
@@ -132,8 +156,12 @@ def predict_logits(
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outs.append(model(x).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, model.spec.num_outputs), dtype=np.float32)
+                outs.append(forward(x).float().cpu().numpy())
+    return (
+        np.concatenate(outs).astype(np.float32, copy=False)
+        if outs
+        else np.zeros((0, width), dtype=np.float32)
+    )
 
 
 def validation_metric(model: RetinaClassifier, logits: np.ndarray, labels: np.ndarray) -> float:
