@@ -53,6 +53,9 @@ class ModalityTrainSettings(_Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up before the cosine decay.")
+    grad_clip: float | None = Field(
+        5.0, gt=0, description="Largest gradient L2 norm; keeps early from-scratch steps from diverging."
+    )
     loss: Literal["ce", "regression"] = Field(
         "ce", description="'regression' trains one output with optimised thresholds (fundus only)."
     )
@@ -74,15 +77,21 @@ class FundusTrainSettings(ModalityTrainSettings):
         description="Any timm model name. EfficientNet-B0 in timm's PyTorch-native variant: the tf_ port's "
         "BatchNorm momentum (0.01) leaves eval statistics far behind in short from-scratch runs.",
     )
-    epochs: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1, description="Small batches: twice the optimiser steps per CPU minute.")
+    lr: float = Field(2e-3, gt=0)
+    ben_graham: bool = Field(
+        True,
+        description="Ben Graham local-average colour normalisation: removes exposure and colour cast so "
+        "lesions stand out (measured on the demo data: QWK 0.77 with it, no learning in 10 epochs without).",
+    )
 
 
 class OctTrainSettings(ModalityTrainSettings):
     """Defaults for the OCT model; a partial override keeps the rest."""
 
     architecture: str = Field("resnet18", description="Any timm model name.")
-    epochs: int = Field(12, ge=1, description="Measured: 8 epochs at 128 px reach macro-F1 ~0.69, still rising.")
+    epochs: int = Field(12, ge=1, description="About 3 CPU minutes at 128 px on the demo data.")
     lr: float = Field(2e-3, gt=0)
 
 

@@ -17,7 +17,23 @@ from retina_core.models.spec import ModelSpec
 
 def create_backbone(architecture: str, *, num_outputs: int, in_chans: int) -> nn.Module:
     """A randomly initialised timm model; weights only ever come from local files, never a hub."""
-    return timm.create_model(architecture, pretrained=False, num_classes=num_outputs, in_chans=in_chans)
+    backbone = timm.create_model(architecture, pretrained=False, num_classes=num_outputs, in_chans=in_chans)
+    init_head(backbone)
+    return backbone
+
+
+def init_head(backbone: nn.Module, std: float = 0.01) -> None:
+    """Start every prediction near uniform (logits close to 0, initial loss close to ln K).
+
+    Some timm families scale the classifier's init by ``1/sqrt(num_classes)``, sized for
+    ImageNet's 1000 classes: EfficientNet's head with 5 outputs starts at logit std ~1.8 and
+    from-scratch training first spends epochs undoing it (measured: train loss above 3 for
+    five classes). A small normal weight and zero bias remove that for any architecture.
+    """
+    head = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=std)
+        nn.init.zeros_(head.bias)
 
 
 def embedding_dim_of(backbone: nn.Module) -> int:

@@ -256,6 +256,9 @@ def fit(
             loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if settings.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -31,8 +31,15 @@ def run_json(*args: str) -> tuple[int, dict]:
 def test_ingest_json_lists_every_bad_file_and_exits_zero(home: Path, tmp_path: Path) -> None:
     code, data = run_json("ingest", "aptos", str(broken_aptos(tmp_path / "aptos")))
     assert code == 0
-    assert set(data) == {"source", "scanned", "accepted", "already_known", "duplicates", "quarantined",
-                         "dataset_version"}
+    assert set(data) == {
+        "source",
+        "scanned",
+        "accepted",
+        "already_known",
+        "duplicates",
+        "quarantined",
+        "dataset_version",
+    }
     assert data["accepted"] == 4 and data["dataset_version"] == 1
     assert len(data["quarantined"]) == 10
     assert all(set(q) == {"path", "reason"} and ": " in q["reason"] for q in data["quarantined"])

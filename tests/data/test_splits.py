@@ -28,7 +28,9 @@ def test_the_key_decides_the_assignment() -> None:
 
 
 def test_balance_and_stratification_warnings() -> None:
-    rows = [("train", 0)] * 50 + [("train", 1)] * 50 + [("val", 0)] * 10 + [("test", 0)] * 9 + [("test", 1)] * 1
+    rows = (
+        [("train", 0)] * 50 + [("train", 1)] * 50 + [("val", 0)] * 10 + [("test", 0)] * 9 + [("test", 1)] * 1
+    )
     balance = split_balance(rows)
     assert balance["val"] == {0: 10} and balance["test"] == {0: 9, 1: 1}
     warnings = stratification_warnings(balance, [0, 1])

@@ -40,8 +40,10 @@ def world_settings(home: Path, *, test_fraction: float = 0.2, **fusion: object) 
     encoder = {
         "image_size": 64,
         "epochs": 10,
-        "batch_size": 32,
-        "lr": 3e-3,
+        # The product's fundus recipe (batch 16, lr 2e-3): twice the steps per epoch. Measured on
+        # PAIRED with batch 32 / lr 3e-3: the fusion gain's interval touched zero for one seed of two.
+        "batch_size": 16,
+        "lr": 2e-3,
         "warmup_epochs": 0.5,
         "patience": 4,
         "imbalance": "none",

@@ -119,7 +119,7 @@ class FundusDifficulty:
 class OctDifficulty:
     severity_beta: tuple[float, float] = (1.4, 1.5)
     """Per-scan severity in [0, 1]; scales lesion size and count (mean about 0.48)."""
-    min_scale: float = 0.5
+    min_scale: float = 0.65
     """Lesion size at severity 0, as a share of the size at severity 1."""
     speckle_sigma: tuple[float, float] = (0.45, 0.75)
     """Log-normal speckle strength; higher hides small drusen and cysts."""
@@ -128,7 +128,7 @@ class OctDifficulty:
     """Reflectivity of the vitreous: the grey floor of the image."""
     wedge_p: float = 0.12
     """Chance of white registration wedges in the corners, as some Kermany scans have."""
-    drusen: tuple[int, int] = (3, 10)
+    drusen: tuple[int, int] = (4, 10)
     cysts: tuple[int, int] = (2, 22)
     cnv_subretinal_fluid_p: float = 0.55
     cnv_intraretinal_fluid_p: float = 0.3
