@@ -28,7 +28,9 @@ from retina_core.catalog.registry import (
     apply_decision,
     champion,
     decide,
+    decided,
     find_by_run_key,
+    get_version,
     register_version,
     run_key,
 )
@@ -251,7 +253,16 @@ def train_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> Fusi
     if existing is not None:
         log.info("%s: inputs unchanged since version %d; reusing it", MODEL_NAME, existing.version)
         ev = FusionEvaluation.model_validate_json(store.get_bytes(f"{existing.object_prefix}/metrics.json"))
-        return _report(existing, key, inputs, ev, None, reused=True, started=started)
+        decision = None
+        if not decided(engine, MODEL_NAME, existing.version):
+            log.warning(
+                "%s v%d: registered by a run that ended before the champion rule; applying it now",
+                MODEL_NAME,
+                existing.version,
+            )
+            decision = champion_decision(settings, engine, store, existing, inputs)
+            existing = get_version(engine, MODEL_NAME, existing.version)
+        return _report(existing, key, inputs, ev, decision, reused=True, started=started)
     ev, heads = run_experiment(
         settings.fusion, settings.evaluation, inputs.arrays, inputs.control, inputs.pairing, inputs.counts()
     )

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from retina_core.catalog.registry import history, list_versions
+import retina_core.fusion.train as fusion_train
+from retina_core.catalog.registry import decided, history, list_versions
 from retina_core.fusion.report import FusionReport
 from retina_core.fusion.train import MODEL_NAME, NotEnoughPairs, fusion_stage, resolve_pairing, train_fusion
 from retina_core.models.fusion import ConcatMLPFusion, load_head
@@ -115,6 +116,35 @@ def test_forced_virtual_pairing_is_reported_and_judged_against_the_champion(
     assert all(r.pairs in {"virtual", "shuffled"} for r in report.evaluation.rows)
     assert report.decision is not None and "re-measured on today's test pairs" in report.decision.reason
     assert history(paired_world.engine, MODEL_NAME)[-1]["action"] in {"promote", "keep"}
+
+
+def test_a_run_killed_before_the_champion_rule_is_decided_by_the_next_run(
+    paired_world: World, paired_report: FusionReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registration and the decision are two transactions; the rerun with the same inputs finishes the second."""
+    settings = paired_world.settings.model_copy(
+        update={"fusion": paired_world.settings.fusion.model_copy(update={"seed": 7})}
+    )
+
+    def killed(*_: object, **__: object) -> None:
+        raise SystemExit("killed between registration and decision")
+
+    before = {v.version for v in list_versions(paired_world.engine, MODEL_NAME)}
+    monkeypatch.setattr(fusion_train, "champion_decision", killed)
+    with pytest.raises(SystemExit):
+        train_fusion(settings, paired_world.engine, paired_world.store)
+    monkeypatch.undo()
+    [pending] = [v for v in list_versions(paired_world.engine, MODEL_NAME) if v.version not in before]
+    assert pending.status == "candidate" and not decided(paired_world.engine, MODEL_NAME, pending.version)
+
+    again = train_fusion(settings, paired_world.engine, paired_world.store)
+    assert again.reused and again.version == pending.version
+    assert again.decision is not None and again.decision.version == pending.version
+    assert decided(paired_world.engine, MODEL_NAME, pending.version)
+
+    third = train_fusion(settings, paired_world.engine, paired_world.store)
+    assert third.reused and third.decision is None
+    assert [v.version for v in list_versions(paired_world.engine, MODEL_NAME)].count(pending.version) == 1
 
 
 def test_fusion_stage_times_a_warm_cache_against_recomputing(paired_world: World) -> None:
