@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -28,9 +29,10 @@ from retina_core.config import Settings
 from retina_core.data.image_cache import PreprocessedCache
 from retina_core.domain import Modality
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.persist import load_classifier, read_json
-from retina_core.models.registry import model_for_modality
-from retina_core.models.weights import fingerprint
+from retina_core.models.persist import read_json
+from retina_core.models.registry import build_from_spec, model_for_modality
+from retina_core.models.spec import ModelSpec
+from retina_core.models.weights import bytes_to_state_dict, fingerprint
 from retina_core.storage import ObjectStore
 from retina_core.storage.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
 from retina_core.training.data import cache_for
@@ -49,16 +51,28 @@ class NoEncoder(RuntimeError):
 
 @dataclass(frozen=True)
 class Encoder:
-    """A registered encoder opened for embedding: the model, its preprocessed cache and its cache key."""
+    """A registered encoder opened for embedding: its spec, preprocessed cache and cache key.
+
+    The network itself is built on first use: a run whose embeddings are all cached needs
+    only the cache key (a hash of the stored weights), and building a timm model costs
+    more than reading a warm shard.
+    """
 
     version: ModelVersion
-    model: RetinaClassifier
+    spec: ModelSpec
+    weights: dict[str, torch.Tensor]
     preprocessed: PreprocessedCache
     cache_key: str
 
     @property
     def modality(self) -> Modality:
-        return self.model.spec.modality
+        return self.spec.modality
+
+    @cached_property
+    def model(self) -> RetinaClassifier:
+        model = build_from_spec(self.spec)
+        model.load_state_dict(self.weights)
+        return model.eval()
 
 
 class EmbedPlan(BaseModel):
@@ -148,12 +162,14 @@ def encoders_to_use(engine: Engine) -> dict[Modality, ModelVersion]:
 
 def open_encoder(store: ObjectStore, version: ModelVersion) -> Encoder:
     """Load a registered encoder with the preprocessing it was trained on (size, Ben Graham)."""
-    model = load_classifier(store, version.object_prefix)
-    config = read_json(store, version.object_prefix, "config.json")
+    prefix = version.object_prefix
+    spec = ModelSpec.from_dict(read_json(store, prefix, "spec.json"))
+    weights = bytes_to_state_dict(store.get_bytes(f"{prefix}/weights.safetensors"))
+    config = read_json(store, prefix, "config.json")
     ben_graham = bool(config.get("train", {}).get("ben_graham", False))
-    preprocessed = cache_for(store, model.spec.modality, model.spec.input_size, ben_graham)
-    key = encoder_cache_key(fingerprint(model.state_dict()), preprocessed.fingerprint, EMBED_CODE_VERSION)
-    return Encoder(version=version, model=model, preprocessed=preprocessed, cache_key=key)
+    preprocessed = cache_for(store, spec.modality, spec.input_size, ben_graham)
+    key = encoder_cache_key(fingerprint(weights), preprocessed.fingerprint, EMBED_CODE_VERSION)
+    return Encoder(version=version, spec=spec, weights=weights, preprocessed=preprocessed, cache_key=key)
 
 
 def embedding_cache(settings: Settings, engine: Engine, store: ObjectStore, cache_key: str) -> EmbeddingCache:

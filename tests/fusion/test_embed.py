@@ -49,12 +49,19 @@ def world(synth: Path, tmp_path: Path) -> World:
     return w
 
 
-def test_second_run_computes_nothing_and_new_images_cost_one_each(world: World, tmp_path: Path) -> None:
+def test_second_run_computes_nothing_and_new_images_cost_one_each(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = embed_all(world.settings, world.engine, world.store)
     assert (first.fundus.computed, first.oct.computed) == (SPEC.fundus, SPEC.oct)
     assert first.reused == 0
 
-    second = embed_all(world.settings, world.engine, world.store)
+    def no_network(*_: object) -> None:
+        raise AssertionError("a fully cached run built an encoder network")
+
+    with monkeypatch.context() as m:  # all cached: the weights' hash is needed, the network is not
+        m.setattr("retina_core.fusion.embed.build_from_spec", no_network)
+        second = embed_all(world.settings, world.engine, world.store)
     assert second.computed == 0 and second.reused == SPEC.fundus + SPEC.oct
     assert second.fundus.cache_key == first.fundus.cache_key
 
