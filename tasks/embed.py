@@ -2,40 +2,21 @@
 
 Retries are for what a retry can fix: a store or database that was briefly unreachable.
 A computation that failed (bad weights, a damaged image) fails the same way again, so
-:func:`is_io_failure` keeps those from being retried.
+:func:`tasks.retries.io_failure` keeps those from being retried.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from retina_core import api
 from retina_core.catalog.registry import ModelVersion
 from retina_core.config import Settings
 from retina_core.domain import Modality
 from retina_core.fusion import embed
-from retina_core.storage import ObjectExistsError, ObjectNotFoundError, StorageError, UnsafeKeyError
-
-_PERMANENT = (ObjectExistsError, ObjectNotFoundError, UnsafeKeyError)
-_TRANSIENT = (StorageError, OperationalError, InterfaceError, ConnectionError, TimeoutError)
-
-
-def is_io_failure(_task: Any, _run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry store/database outages, nothing else."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, _TRANSIENT) and not isinstance(exc, _PERMANENT)
-
-
-IO_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": [2, 5, 15],
-    "retry_condition_fn": is_io_failure,
-}
+from tasks.retries import IO_RETRIES
 
 
 @task(name="select-encoders", cache_policy=NONE, **IO_RETRIES)

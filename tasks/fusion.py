@@ -10,7 +10,7 @@ from retina_core import api
 from retina_core.config import Settings
 from retina_core.fusion import train
 from retina_core.fusion.report import FusionReport, fusion_markdown
-from tasks.embed import IO_RETRIES
+from tasks.retries import IO_RETRIES
 
 
 @task(name="train-fusion", cache_policy=NONE, **IO_RETRIES)

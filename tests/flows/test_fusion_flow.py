@@ -78,14 +78,21 @@ def test_only_store_and_database_outages_are_retried() -> None:
     from prefect.states import Failed
     from sqlalchemy.exc import OperationalError
 
-    from retina_core.storage import ObjectNotFoundError, StorageError
+    from retina_core.storage import ObjectNotFoundError, StorageError, StorageUnavailable
     from retina_core.storage.embedding_cache import DamagedShard
-    from tasks.embed import is_io_failure
+    from tasks import embed as embed_tasks
+    from tasks.fusion import train_fusion as train_fusion_task
+    from tasks.retries import io_failure
+
+    for task in (embed_tasks.plan_embeddings, embed_tasks.select_encoders, train_fusion_task):
+        assert task.retry_condition_fn is io_failure
 
     def retried(exc: BaseException) -> bool:
-        return is_io_failure(None, None, Failed(data=exc))
+        return io_failure(None, None, Failed(data=exc))
 
-    assert retried(StorageError("connection reset")) and retried(OperationalError("select", {}, Exception()))
+    assert retried(StorageUnavailable("S3 GET failed: EndpointConnectionError"))
+    assert retried(OperationalError("select", {}, Exception()))
+    assert not retried(StorageError("S3 GET failed: AccessDenied (HTTP 403)"))
     assert not retried(ObjectNotFoundError("gone for good"))
     assert not retried(DamagedShard("embeddings/x/y.safetensors", "checksum mismatch"))
     assert not retried(ValueError("a bug"))
