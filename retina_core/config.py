@@ -207,11 +207,24 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
 
 
 def quick_preset(settings: Settings) -> Settings:
-    """A shrunken copy for `retina demo --quick` and the tests: small images, few epochs."""
+    """A shrunken copy for `retina demo --quick` and the tests: small images, few epochs.
+
+    Each value is a ceiling, never a floor: settings that are already smaller (a CI worker
+    at 32 px and one epoch) stay as they are.
+    """
     data = settings.model_dump()
+    caps = {
+        "fusion": {"epochs": 20},
+        "evaluation": {"bootstrap": 200},
+        "explain": {"examples_per_class": 2, "max_images": 16},
+    }
     for modality in ("fundus", "oct"):
-        data["train"][modality].update(image_size=64, epochs=2, batch_size=16, patience=2)
-    data["fusion"].update(epochs=20)
-    data["evaluation"].update(bootstrap=200)
-    data["explain"].update(examples_per_class=2, max_images=16)
+        _cap(data["train"][modality], {"image_size": 64, "epochs": 2, "batch_size": 16, "patience": 2})
+    for section, limits in caps.items():
+        _cap(data[section], limits)
     return Settings.model_validate(data)
+
+
+def _cap(section: dict[str, Any], limits: dict[str, int]) -> None:
+    for key, limit in limits.items():
+        section[key] = min(section[key], limit)

@@ -48,3 +48,12 @@ def test_quick_preset_shrinks_without_touching_the_original() -> None:
     s = Settings()
     q = quick_preset(s)
     assert q.train.oct.image_size == 64 and s.train.oct.image_size == 128
+
+
+def test_quick_preset_caps_and_never_enlarges() -> None:
+    s = Settings.model_validate(
+        {"train": {"oct": {"image_size": 32, "epochs": 1}}, "evaluation": {"bootstrap": 100}}
+    )
+    q = quick_preset(s)
+    assert (q.train.oct.image_size, q.train.oct.epochs, q.evaluation.bootstrap) == (32, 1, 100)
+    assert (q.train.fundus.image_size, q.train.fundus.epochs, q.train.fundus.batch_size) == (64, 2, 16)

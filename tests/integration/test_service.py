@@ -15,8 +15,7 @@ checked in tests/deployments.
 
 The retrain runs with the trigger's parameters from prefect.yaml (``quick: false``,
 ``min_new_images: 50``); the worker's RETINA_* variables shrink it further than
-``quick`` would (quick_preset sets 64 px and two epochs, replacing the 32 px and one
-epoch set here). The second drop is smaller than ``min_new_images``: its retrain must
+``quick`` would (32 px and one epoch; quick_preset only ever lowers values). The second drop is smaller than ``min_new_images``: its retrain must
 wait for the first one's concurrency slot, then run and skip, so the test shows the
 queueing without paying for a second training.
 """
