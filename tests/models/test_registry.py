@@ -146,3 +146,27 @@ def test_pretrained_checkpoint_of_another_architecture_is_an_error(tmp_path: Pat
     path = save_weights(timm.create_model("resnet10t", pretrained=False), tmp_path / "r10.safetensors")
     with pytest.raises(ValueError, match="does not match"):
         create_model("fundus_cnn", architecture="mobilenetv3_small_050", pretrained=path)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "size", "layer", "grid"),
+    [
+        ("resnet18", 224, "backbone.layer4", 7),  # Grad-CAM's own setting: the last stage, 7x7
+        ("resnet18", 128, "backbone.layer3", 8),  # the last stage would be 4x4
+        ("efficientnet_b0", 128, "backbone.blocks.4", 8),
+        ("efficientnet_b0", 256, "backbone.blocks.6", 8),
+    ],
+)
+def test_cam_layer_is_the_deepest_stage_with_a_fine_enough_grid(
+    architecture: str, size: int, layer: str, grid: int
+) -> None:
+    model = create_model("oct_cnn", architecture=architecture, image_size=size)
+    assert model.spec.cam_layer == layer
+    grids: list[torch.Tensor] = []
+    handle = model.cam_target_layer().register_forward_hook(lambda _m, _i, out: grids.append(out))
+    try:
+        with torch.no_grad():
+            model.eval()(_batch(model.spec, n=1))
+    finally:
+        handle.remove()
+    assert tuple(grids[0].shape[-2:]) == (grid, grid)
