@@ -77,3 +77,13 @@ def test_bad_config_file_is_an_error(home: Path, tmp_path: Path) -> None:
     cfg.write_text("train:\n  oct:\n    epoch: 3\n")  # typo: epochs
     result = runner.invoke(app, ["catalog", "export", "--config", str(cfg)])
     assert result.exit_code == 2 and "epoch" in result.stderr
+
+
+def test_demo_quick_trains_longer_than_the_quick_preset_without_growing() -> None:
+    from retina_core.cli import DEMO_QUICK_EPOCHS, demo_quick_settings
+    from retina_core.config import Settings
+
+    s = demo_quick_settings(Settings())
+    for ms in (s.train.fundus, s.train.oct):
+        assert (ms.epochs, ms.patience, ms.image_size) == (DEMO_QUICK_EPOCHS, DEMO_QUICK_EPOCHS, 64)
+    assert DEMO_QUICK_EPOCHS > 2 and s.evaluation.bootstrap == 200
