@@ -37,7 +37,18 @@ class PipelineParams(RunConfig):
     run_id: str | None = Field(None, description="Report folder name; a timestamped id by default.")
 
 
-@flow(name="retrain-pipeline", flow_run_name="retrain-{params.run_id}")
+def _run_name() -> str:
+    """``retrain-<run id>`` when the caller chose the id (the report folder), else ``retrain-<event|manual>``."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters.get("params")
+    get = params.get if isinstance(params, dict) else lambda key: getattr(params, key, None)
+    if get("run_id"):
+        return f"retrain-{get('run_id')}"
+    return "retrain-event" if get("new_images") is not None else "retrain-manual"
+
+
+@flow(name="retrain-pipeline", flow_run_name=_run_name)
 def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = None) -> PipelineResult:
     logger = get_run_logger()
     settings = settings or params.settings()

@@ -255,10 +255,12 @@ def _run_pipeline(settings: Settings, sources: list[Any], *, quick: bool, synthe
     _prefect(settings)
     from flows.pipeline import PipelineParams, retrain_pipeline_flow
     from flows.runtime import fast_flows
+    from retina_core.pipeline import new_run_id
 
     with fast_flows():
         return retrain_pipeline_flow(
-            PipelineParams(sources=sources, quick=quick, synthetic=synthetic), settings=settings
+            PipelineParams(sources=sources, quick=quick, synthetic=synthetic, run_id=new_run_id()),
+            settings=settings,
         )
 
 

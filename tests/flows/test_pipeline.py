@@ -92,3 +92,18 @@ def test_pipeline_registered_models_and_kept_a_copy_in_the_store(pipeline_run) -
     assert {"fundus_cnn", "oct_cnn", "fusion_head"} <= names
     assert api.curated_store(settings).exists(f"reports/{result.run_id}/index.html")
     assert {m["model"] for m in result.models} == {"fundus_cnn", "oct_cnn"}
+
+
+def test_the_run_is_named_for_what_started_it(pipeline_run) -> None:
+    """No ``retrain-None`` in the UI: a chosen run id names the run, else how it was started."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        [newest] = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain-pipeline"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+    assert newest.name == "retrain-manual"
