@@ -20,7 +20,7 @@ from flows.train import TrainParams, train_modality_flow
 from retina_core.config import Settings, quick_preset
 from retina_core.domain import Modality
 from retina_core.pipeline import PipelineResult, SourceSpec, new_run_id, summarise
-from tasks.explain import explain_task, report_task
+from tasks.explain import explain_fusion_task, explain_task, report_task
 
 
 class PipelineParams(RunConfig):
@@ -76,6 +76,8 @@ def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = No
     embed_flow(EmbedParams(), settings=settings)
     fusion = train_fusion_flow(FusionParams(), settings=settings)
     explained = [explain_task.submit(settings, t.model_name, t.version, run_id) for t in trains]
+    if fusion is not None:
+        explained.append(explain_fusion_task.submit(settings, fusion.version, run_id))
     path = report_task(settings, run_id, trains, fusion, [e.result() for e in explained], params.synthetic)
     result = summarise(run_id, path, ingested, trains, fusion)
     create_link_artifact(key="retina-report", link=path.as_uri(), description=f"Report of run {run_id}")

@@ -85,6 +85,18 @@ def stage_explain(settings: Settings, name: str, version: int, run_id: str) -> E
     )
 
 
+def stage_explain_fusion(settings: Settings, version: int, run_id: str) -> ExplainSection:
+    from retina_core.explain.fusion_stage import explain_fusion_registered
+
+    return explain_fusion_registered(
+        settings,
+        api.catalog_engine(settings),
+        api.curated_store(settings),
+        version,
+        report_dir(settings, run_id),
+    )
+
+
 def stage_report(
     settings: Settings,
     run_id: str,
@@ -145,6 +157,8 @@ def run_pipeline(
     stage_embed(settings)
     fusion = stage_fusion(settings)
     explanations = [stage_explain(settings, t.model_name, t.version, run_id) for t in trains]
+    if fusion is not None:
+        explanations.append(stage_explain_fusion(settings, fusion.version, run_id))
     path = stage_report(settings, run_id, trains, fusion, explanations, synthetic=synthetic)
     return summarise(run_id, path, ingested, trains, fusion)
 

@@ -19,6 +19,11 @@ def explain_task(settings: Settings, name: str, version: int, run_id: str) -> Ex
     return pipeline.stage_explain(settings, name, version, run_id)
 
 
+@task(name="explain-fusion", cache_policy=NONE, task_run_name="explain-fusion_head-v{version}", **IO_RETRIES)
+def explain_fusion_task(settings: Settings, version: int, run_id: str) -> ExplainSection:
+    return pipeline.stage_explain_fusion(settings, version, run_id)
+
+
 @task(name="write-report", cache_policy=NONE, retries=2, retry_delay_seconds=[2, 10])
 def report_task(
     settings: Settings,

@@ -183,6 +183,9 @@ class ExplainSection(_Data):
     road: list[RoadRow] | None = None
     road_metric: str = "ROAD combined = (LeRF − MoRF) / 2; higher is more faithful"
     gallery: list[GalleryItem] = Field(default_factory=list)
+    note: str | None = Field(
+        None, description="Set for the fusion model: what its maps show and why no scores."
+    )
 
 
 class ReportData(_Data):

@@ -81,6 +81,10 @@ def test_pipeline_writes_a_complete_report(pipeline_run) -> None:
     data = json.loads((path.parent / "report.json").read_text())
     gallery = [g["path"] for e in data["explanations"] or [] for g in e["gallery"]]
     assert gallery and all((path.parent / g).is_file() for g in gallery)
+    # The fusion decision is explained too: both modalities' maps of test pairs, in the page.
+    [fusion] = [e for e in data["explanations"] if e["model"] == "fusion_head"]
+    assert fusion["gallery"] and fusion["note"] and "explain-fusion_head-gallery" in parser.ids
+    assert {g["true_label"] for g in fusion["gallery"]} <= {"normal", "disease"}
 
 
 def test_pipeline_registered_models_and_kept_a_copy_in_the_store(pipeline_run) -> None:

@@ -1,0 +1,136 @@
+"""The fusion model's gallery: where the *combined* decision looks in each image of a test pair.
+
+A registered fusion head is explained through the encoder versions it was trained on (its
+registry parents), on the same test pairs its comparison table was scored on: each panel
+shows the fundus photo and the OCT scan of one pair with the map of the fusion decision
+through that modality's encoder (:func:`retina_core.explain.fusion.fusion_cams`). There are
+no lesion masks for a *pair* decision, so no pointing game here: the per-modality sections
+carry that check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import Engine
+
+from retina_core.catalog.registry import get_version
+from retina_core.catalog.repository import image_records
+from retina_core.config import Settings
+from retina_core.domain import Modality, Split
+from retina_core.explain.fusion import fusion_cams
+from retina_core.explain.overlay import overlay, save_png, side_by_side
+from retina_core.explain.stage import TestPredictions, _gallery_picks, _rgb, to_tensor
+from retina_core.fusion.embed import Encoder, compute_embeddings, open_encoder
+from retina_core.fusion.train import MODEL_NAME, build_pairs
+from retina_core.models.fusion import load_head
+from retina_core.models.registry import model_for_modality
+from retina_core.reporting.data import ExplainSection, GalleryItem
+from retina_core.storage import ObjectStore
+from retina_core.training.device import select_device
+
+LABELS = ("normal", "disease")
+NOTE = (
+    "Maps of the fusion decision (the predicted class) traced through each frozen encoder, on test "
+    "pairs: fundus photo | its map | OCT scan | its map. A pair decision has no lesion mask, so the "
+    "pointing game and ROAD are reported per modality above, not here."
+)
+
+
+def explain_fusion_registered(
+    settings: Settings, engine: Engine, store: ObjectStore, version: int, out_dir: Path
+) -> ExplainSection:
+    """Gallery of fusion decisions on today's test pairs (correct, misclassified, confident, uncertain)."""
+    mv = get_version(engine, MODEL_NAME, version)
+    head = load_head(store, mv.object_prefix)
+    encoders = {
+        m: open_encoder(store, get_version(engine, name, int(mv.parents[name])))
+        for m in Modality
+        for name in [model_for_modality(m)]
+    }
+    _, pairs = build_pairs(settings, engine)
+    test = [p for p in pairs if p.split is Split.TEST]
+    rng = np.random.default_rng(settings.evaluation.seed)
+    test = [test[i] for i in sorted(rng.permutation(len(test))[: settings.explain.max_images])]
+    shas = {Modality.FUNDUS: [p.fundus_sha for p in test], Modality.OCT: [p.oct_sha for p in test]}
+    images = {m: _images(store, engine, encoders[m], shas[m]) for m in Modality}
+    device = select_device(settings.train.device)
+    emb = {
+        m: compute_embeddings(
+            encoders[m].model, images[m], device, settings.embed.batch_size, settings.train.amp
+        )
+        for m in Modality
+    }
+    with torch.no_grad():
+        logits = head(torch.from_numpy(emb[Modality.FUNDUS]), torch.from_numpy(emb[Modality.OCT]))
+    probs = logits.float().softmax(dim=1).numpy()
+    preds = TestPredictions(
+        images=images[Modality.FUNDUS],
+        labels=np.array([p.label01 for p in test]),
+        probs=probs,
+        shas=shas[Modality.FUNDUS],
+        object_keys=[],
+    )
+    gallery = [
+        _panel(i, kind, test[i].oct_sha, preds, images, encoders, head, settings, out_dir)
+        for i, kind in _gallery_picks(preds, settings.explain.examples_per_class)
+    ]
+    return ExplainSection(model=MODEL_NAME, method=str(settings.explain.method), gallery=gallery, note=NOTE)
+
+
+def _images(store: ObjectStore, engine: Engine, encoder: Encoder, shas: list[str]) -> np.ndarray:
+    """Model-input images from the preprocessed cache the encoder was trained with."""
+    keys = {r.sha256: r.object_key for r in image_records(engine, encoder.modality, labeled_only=False)}
+    cache = encoder.preprocessed
+    cache.ensure([(s, lambda k=keys[s]: store.get_bytes(k)) for s in dict.fromkeys(shas)], workers=2)
+    return cache.load_many(shas, workers=2)
+
+
+def _panel(
+    i: int,
+    kind: str,
+    oct_sha: str,
+    preds: TestPredictions,
+    images: dict[Modality, np.ndarray],
+    encoders: dict[Modality, Encoder],
+    head: torch.nn.Module,
+    settings: Settings,
+    out_dir: Path,
+) -> GalleryItem:
+    fundus, oct_ = encoders[Modality.FUNDUS].model, encoders[Modality.OCT].model
+    f_img, o_img = images[Modality.FUNDUS][i], images[Modality.OCT][i]
+    predicted = int(preds.probs[i].argmax())
+    f_map, o_map = fusion_cams(
+        head,
+        fundus,
+        oct_,
+        to_tensor(fundus, f_img[None])[0],
+        to_tensor(oct_, o_img[None])[0],
+        target=predicted,
+        method=settings.explain.method,
+    )
+    strips = [
+        side_by_side(_rgb(f_img), overlay(_rgb(f_img), np.asarray(f_map))),
+        side_by_side(_rgb(o_img), overlay(_rgb(o_img), np.asarray(o_map))),
+    ]
+    true, pred = LABELS[int(preds.labels[i])], LABELS[predicted]
+    name = f"{kind}_true-{true}_pred-{pred}_{preds.shas[i][:8]}-{oct_sha[:8]}.png"
+    path = save_png(out_dir / "gallery" / MODEL_NAME / name, _hstack(strips))
+    confidence = float(preds.probs[i].max())
+    return GalleryItem(
+        path=str(path.relative_to(out_dir)),
+        kind=kind,  # type: ignore[arg-type]
+        true_label=true,
+        predicted_label=pred,
+        confidence=confidence,
+        caption=f"{kind}: true {true}, predicted {pred} ({confidence:.0%}); fundus | map | OCT | map",
+    )
+
+
+def _hstack(strips: list[np.ndarray]) -> np.ndarray:
+    """Side by side, the shorter strip padded with black at the bottom (modalities may differ in size)."""
+    height = max(s.shape[0] for s in strips)
+    padded = [np.pad(s, ((0, height - s.shape[0]), (0, 0), (0, 0))) for s in strips]
+    return np.hstack(padded)
