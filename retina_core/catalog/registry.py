@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ from sqlalchemy.orm import Session
 from retina_core.catalog.db import session_scope
 from retina_core.catalog.models import ModelVersionRow, RegistryEventRow, utcnow
 from retina_core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 CHAMPION, CANDIDATE, ARCHIVED = "champion", "candidate", "archived"
 
@@ -182,6 +185,16 @@ def _champion_row(session: Session, name: str) -> ModelVersionRow | None:
     return session.execute(
         select(ModelVersionRow).where(ModelVersionRow.name == name, ModelVersionRow.status == CHAMPION)
     ).scalar()
+
+
+def decision_pending(engine: Engine, name: str, version: int) -> bool:
+    """True, with a warning, when a reused version still awaits the champion rule (see :func:`decided`)."""
+    if decided(engine, name, version):
+        return False
+    log.warning(
+        "%s v%d: registered by a run that ended before the champion rule; applying it now", name, version
+    )
+    return True
 
 
 def get_version(engine: Engine, name: str, version: int) -> ModelVersion:

@@ -81,11 +81,8 @@ def explain_fusion_registered(
 
 
 def _images(store: ObjectStore, engine: Engine, encoder: Encoder, shas: list[str]) -> np.ndarray:
-    """Model-input images from the preprocessed cache the encoder was trained with."""
     keys = {r.sha256: r.object_key for r in image_records(engine, encoder.modality, labeled_only=False)}
-    cache = encoder.preprocessed
-    cache.ensure([(s, lambda k=keys[s]: store.get_bytes(k)) for s in dict.fromkeys(shas)], workers=2)
-    return cache.load_many(shas, workers=2)
+    return encoder.images(store, keys, shas)
 
 
 def _panel(

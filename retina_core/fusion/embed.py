@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -67,6 +68,12 @@ class Encoder:
     @property
     def modality(self) -> Modality:
         return self.spec.modality
+
+    def images(self, store: ObjectStore, keys: Mapping[str, str], shas: Sequence[str]) -> np.ndarray:
+        """Model-input images of ``shas`` (object keys in ``keys``), preprocessing what the cache lacks."""
+        todo = [(sha, lambda key=keys[sha]: store.get_bytes(key)) for sha in dict.fromkeys(shas)]
+        self.preprocessed.ensure(todo, workers=2)
+        return self.preprocessed.load_many(list(shas), workers=2)
 
     @cached_property
     def model(self) -> RetinaClassifier:
@@ -236,10 +243,7 @@ def embed_chunk(
     if encoder.cache_key != plan.cache_key:
         raise ValueError(f"encoder cache key {encoder.cache_key} differs from the plan's {plan.cache_key}")
     shas = list(items)
-    encoder.preprocessed.ensure(
-        [(sha, lambda key=key: store.get_bytes(key)) for sha, key in items.items()], workers=2
-    )
-    images = encoder.preprocessed.load_many(shas, workers=2)
+    images = encoder.images(store, items, shas)
     embeddings = compute_embeddings(
         encoder.model,
         images,

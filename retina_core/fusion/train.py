@@ -28,7 +28,7 @@ from retina_core.catalog.registry import (
     apply_decision,
     champion,
     decide,
-    decided,
+    decision_pending,
     find_by_run_key,
     get_version,
     register_version,
@@ -164,8 +164,7 @@ def _recompute(
     started = time.perf_counter()
     encoder = open_encoder(store, version)
     keys = {r.sha256: r.object_key for r in image_records(engine, modality, labeled_only=False)}
-    encoder.preprocessed.ensure([(s, lambda k=keys[s]: store.get_bytes(k)) for s in shas], workers=2)
-    images = encoder.preprocessed.load_many(shas, workers=2)
+    images = encoder.images(store, keys, shas)
     matrix = compute_embeddings(
         encoder.model,
         images,
@@ -254,12 +253,7 @@ def train_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> Fusi
         log.info("%s: inputs unchanged since version %d; reusing it", MODEL_NAME, existing.version)
         ev = FusionEvaluation.model_validate_json(store.get_bytes(f"{existing.object_prefix}/metrics.json"))
         decision = None
-        if not decided(engine, MODEL_NAME, existing.version):
-            log.warning(
-                "%s v%d: registered by a run that ended before the champion rule; applying it now",
-                MODEL_NAME,
-                existing.version,
-            )
+        if decision_pending(engine, MODEL_NAME, existing.version):
             decision = champion_decision(settings, engine, store, existing, inputs)
             existing = get_version(engine, MODEL_NAME, existing.version)
         return _report(existing, key, inputs, ev, decision, reused=True, started=started)

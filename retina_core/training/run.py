@@ -19,7 +19,7 @@ from retina_core.catalog.registry import (
     apply_decision,
     champion,
     decide,
-    decided,
+    decision_pending,
     find_by_run_key,
     get_version,
     register_version,
@@ -155,12 +155,7 @@ def train_modality(
         log.info("%s: inputs unchanged since version %d; reusing it", name, existing.version)
         metrics = read_json(store, existing.object_prefix, "metrics.json")
         decision = None
-        if not decided(engine, name, existing.version):
-            log.warning(
-                "%s v%d: registered by a run that ended before the champion rule; applying it now",
-                name,
-                existing.version,
-            )
+        if decision_pending(engine, name, existing.version):
             decision = champion_decision(settings, engine, store, existing, val, test, device)
             existing = get_version(engine, name, existing.version)
         return TrainReport(
