@@ -45,10 +45,9 @@ def explain_fusion_registered(
     """Gallery of fusion decisions on today's test pairs (correct, misclassified, confident, uncertain)."""
     mv = get_version(engine, MODEL_NAME, version)
     head = load_head(store, mv.object_prefix)
+    parents = {m: model_for_modality(m) for m in Modality}  # the encoder versions this head was trained on
     encoders = {
-        m: open_encoder(store, get_version(engine, name, int(mv.parents[name])))
-        for m in Modality
-        for name in [model_for_modality(m)]
+        m: open_encoder(store, get_version(engine, n, int(mv.parents[n]))) for m, n in parents.items()
     }
     _, pairs = build_pairs(settings, engine)
     test = [p for p in pairs if p.split is Split.TEST]
