@@ -23,13 +23,12 @@ from retina_core.domain import Modality, Split
 from retina_core.explain.fusion import fusion_cams
 from retina_core.explain.overlay import overlay, save_png, side_by_side
 from retina_core.explain.stage import TestPredictions, _gallery_picks, _rgb, to_tensor
-from retina_core.fusion.embed import Encoder, compute_embeddings, open_encoder
+from retina_core.fusion.embed import Encoder, embedding_cache, open_encoder
 from retina_core.fusion.train import MODEL_NAME, build_pairs
 from retina_core.models.fusion import load_head
 from retina_core.models.registry import model_for_modality
 from retina_core.reporting.data import ExplainSection, GalleryItem
 from retina_core.storage import ObjectStore
-from retina_core.training.device import select_device
 
 LABELS = ("normal", "disease")
 NOTE = (
@@ -55,13 +54,8 @@ def explain_fusion_registered(
     test = [test[i] for i in sorted(rng.permutation(len(test))[: settings.explain.max_images])]
     shas = {Modality.FUNDUS: [p.fundus_sha for p in test], Modality.OCT: [p.oct_sha for p in test]}
     images = {m: _images(store, engine, encoders[m], shas[m]) for m in Modality}
-    device = select_device(settings.train.device)
-    emb = {
-        m: compute_embeddings(
-            encoders[m].model, images[m], device, settings.embed.batch_size, settings.train.amp
-        )
-        for m in Modality
-    }
+    # The embeddings the head was scored on, from the cache (checksummed on read), not recomputed.
+    emb = {m: embedding_cache(settings, engine, store, encoders[m].cache_key).get(shas[m]) for m in Modality}
     with torch.no_grad():
         logits = head(torch.from_numpy(emb[Modality.FUNDUS]), torch.from_numpy(emb[Modality.OCT]))
     probs = logits.float().softmax(dim=1).numpy()
