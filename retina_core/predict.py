@@ -100,7 +100,7 @@ class Predictor:
         for modality, version in wanted.items():
             if version is None:
                 continue
-            model = load_classifier(store, version.object_prefix)
+            model = load_classifier(store, version.object_prefix, sha256=version.weights_sha256)
             extras = read_json(store, version.object_prefix, "metrics.json").get("extras", {})
             self.models[modality] = _Loaded(version, model, extras)
         self.load_seconds = time.perf_counter() - started

@@ -42,21 +42,32 @@ class Estimate:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
+def _draws(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of ``(drawn patients (chunk, n_groups), patients' row counts, row -> patient)``.
+
+    The one place resamples are drawn, so :func:`resample_rows` and :func:`resample_weights`
+    describe the very same resamples for a given seed (same chunks, same generator calls).
+    """
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    n_groups, n_rows = counts.size, inverse.size
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_INDEX_CELLS // max(n_rows, 1))
+    for first in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - first)
+        yield rng.integers(0, n_groups, size=(size, n_groups)), counts, inverse.reshape(-1)
+
+
 def resample_rows(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Row indices of ``n_boot`` cluster resamples: patients drawn with replacement, all their rows.
 
     The index arrays are built with numpy in chunks (no Python loop over patients), so the
     cost of a bootstrap is the metric itself.
     """
-    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-    n_groups, n_rows = counts.size, inverse.size
-    rows_by_group = np.argsort(inverse, kind="stable")
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_INDEX_CELLS // max(n_rows, 1))
-    for first in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - first)
-        drawn = rng.integers(0, n_groups, size=(size, n_groups)).ravel()
+    for drawn, counts, inverse in _draws(groups, n_boot, seed):
+        size, n_groups = drawn.shape
+        rows_by_group = np.argsort(inverse, kind="stable")
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        drawn = drawn.ravel()
         lengths = counts[drawn]
         total = int(lengths.sum())
         # position within the concatenation = start of the drawn group + offset inside it
@@ -65,6 +76,20 @@ def resample_rows(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np
         rows = rows_by_group[positions]
         per_resample = lengths.reshape(size, n_groups).sum(axis=1)
         yield from np.split(rows, np.cumsum(per_resample)[:-1])
+
+
+def resample_weights(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """The resamples of :func:`resample_rows` as row multiplicities: chunks of (resamples, rows).
+
+    A resample is a multiset of rows, so any metric that is a weighted sum over rows (rates,
+    means, the Mann-Whitney AUC) can be computed for a whole chunk of resamples at once with
+    matrix products instead of one Python call per resample.
+    """
+    for drawn, _, inverse in _draws(groups, n_boot, seed):
+        size, n_groups = drawn.shape
+        flat = (drawn + n_groups * np.arange(size)[:, None]).ravel()
+        times = np.bincount(flat, minlength=size * n_groups).reshape(size, n_groups)
+        yield times[:, inverse].astype(np.float64)
 
 
 def _percentile_estimate(
@@ -94,14 +119,7 @@ def bootstrap_many(
     confusion matrix per resample). ``groups=None`` treats every row as its own unit.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
-    n = len(arrays[0])
-    if any(len(a) != n for a in arrays):
-        raise ValueError("all arrays must have the same length")
-    groups = np.arange(n) if groups is None else np.asarray(groups)
-    if len(groups) != n:
-        raise ValueError(f"groups has {len(groups)} rows, the arrays {n}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    _, groups = _check(arrays, groups, alpha)
     point = dict(statistic(*arrays))
     samples = {name: np.empty(n_boot) for name in point}
     for b, rows in enumerate(resample_rows(groups, n_boot, seed)):
@@ -112,6 +130,48 @@ def bootstrap_many(
     return {
         name: _percentile_estimate(float(point[name]), samples[name], n_units, alpha, name) for name in point
     }
+
+
+def bootstrap_weighted(
+    statistic: Callable[..., Mapping[str, np.ndarray]],
+    *arrays: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Estimate]:
+    """:func:`bootstrap_many` for statistics that take row weights: the same resamples, vectorised.
+
+    ``statistic(weights, *arrays)`` gets a (resamples, rows) matrix of row multiplicities and
+    returns one array of values per metric. The point estimate is the statistic with every
+    weight 1. For the same seed the intervals equal :func:`bootstrap_many`'s (up to float
+    rounding), at a fraction of the cost, which matters when a report bootstraps a dozen rows.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    n, groups = _check(arrays, groups, alpha)
+    point = {name: float(v[0]) for name, v in statistic(np.ones((1, n)), *arrays).items()}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in point}
+    for weights in resample_weights(groups, n_boot, seed):
+        values = statistic(weights, *arrays)
+        for name in point:
+            parts[name].append(np.asarray(values[name], dtype=np.float64))
+    n_units = int(np.unique(groups).size)
+    return {
+        name: _percentile_estimate(point[name], np.concatenate(parts[name]), n_units, alpha, name)
+        for name in point
+    }
+
+
+def _check(arrays: tuple[np.ndarray, ...], groups: np.ndarray | None, alpha: float) -> tuple[int, np.ndarray]:
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("all arrays must have the same length")
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} rows, the arrays {n}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    return n, groups
 
 
 def bootstrap_ci(
@@ -134,7 +194,7 @@ def bootstrap_ci(
 
 
 def paired_bootstrap_diff(
-    metric: Callable[[np.ndarray, np.ndarray], float],
+    metric: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     y_true: np.ndarray,
     score_a: np.ndarray,
     score_b: np.ndarray,
@@ -146,15 +206,15 @@ def paired_bootstrap_diff(
     """``metric(A) - metric(B)`` on the same items, both evaluated on each resample.
 
     Pairing removes the between-sample noise the two models share, so the interval is much
-    tighter than comparing two separate intervals; an interval excluding 0 shows A differs from B.
+    tighter than comparing two separate intervals; an interval excluding 0 shows A differs
+    from B. ``metric(y, score, weights)`` scores every resample at once (e.g.
+    :func:`~retina_core.evaluation.metrics.weighted_roc_auc`).
     """
-    return bootstrap_ci(
-        lambda y, a, b: metric(y, a) - metric(y, b),
-        y_true,
-        score_a,
-        score_b,
-        groups=groups,
-        n_boot=n_boot,
-        seed=seed,
-        alpha=alpha,
+
+    def diff(w: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+        return {"value": metric(y, a, w) - metric(y, b, w)}
+
+    result = bootstrap_weighted(
+        diff, y_true, score_a, score_b, groups=groups, n_boot=n_boot, seed=seed, alpha=alpha
     )
+    return result["value"]

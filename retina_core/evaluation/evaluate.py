@@ -13,10 +13,9 @@ import numpy as np
 
 from retina_core.config import EvalSettings
 from retina_core.evaluation.aggregate import aggregate_by_patient, worst_label
-from retina_core.evaluation.bootstrap import bootstrap_many
+from retina_core.evaluation.bootstrap import bootstrap_weighted
 from retina_core.evaluation.calibration import (
     apply_temperature,
-    binary_brier_score,
     brier_score,
     expected_calibration_error,
     fit_temperature,
@@ -24,7 +23,7 @@ from retina_core.evaluation.calibration import (
     reliability_bins,
 )
 from retina_core.evaluation.level import level_metrics, roc_curve
-from retina_core.evaluation.metrics import accuracy, roc_auc_binary, roc_curve_points, sensitivity_specificity
+from retina_core.evaluation.metrics import roc_curve_points, weighted_roc_auc
 from retina_core.evaluation.result import (
     BinaryResult,
     CalibrationMetrics,
@@ -154,17 +153,24 @@ def youden_threshold(y_true01: np.ndarray, score: np.ndarray) -> float:
     return float(thresholds[1:][int(np.nanargmax(j))])
 
 
-def _binary_statistics(y: np.ndarray, s: np.ndarray, youden: float) -> dict[str, float]:
-    sens, spec = sensitivity_specificity(y, s >= 0.5)
-    y_sens, y_spec = sensitivity_specificity(y, s >= youden)
+def _binary_statistics(w: np.ndarray, y: np.ndarray, s: np.ndarray, youden: float) -> dict[str, np.ndarray]:
+    """Screening metrics for each row of resample weights ``w`` (B, N), all as weighted sums."""
+    pos, neg = y.astype(np.float64), (~y).astype(np.float64)
+    at_half, at_youden = s >= 0.5, s >= youden
+    n_pos, n_neg, n = w @ pos, w @ neg, w.sum(axis=1)
+
+    def rate(hits: np.ndarray, total: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (w @ hits) / np.where(total > 0, total, 1.0), np.nan)
+
     return {
-        "auc": roc_auc_binary(y, s),
-        "accuracy": accuracy(y, s >= 0.5),
-        "sensitivity": sens,
-        "specificity": spec,
-        "youden_sensitivity": y_sens,
-        "youden_specificity": y_spec,
-        "brier": binary_brier_score(y, s),
+        "auc": weighted_roc_auc(y, s, w),
+        "accuracy": rate((at_half == y).astype(np.float64), n),
+        "sensitivity": rate(pos * at_half, n_pos),
+        "specificity": rate(neg * ~at_half, n_neg),
+        "youden_sensitivity": rate(pos * at_youden, n_pos),
+        "youden_specificity": rate(neg * ~at_youden, n_neg),
+        "brier": rate((s - pos) ** 2, n),
     }
 
 
@@ -191,8 +197,8 @@ def evaluate_binary(
         raise ValueError("score must be a probability in [0, 1]")
     on_validation = val_y01 is not None and val_score is not None
     youden = youden_threshold(val_y01, val_score) if on_validation else youden_threshold(y, s)
-    est = bootstrap_many(
-        lambda yy, ss: _binary_statistics(yy, ss, youden),
+    est = bootstrap_weighted(
+        lambda w, yy, ss: _binary_statistics(w, yy, ss, youden),
         y,
         s,
         groups=np.asarray(patient_ids),

@@ -154,6 +154,33 @@ def roc_auc_binary(y_true01: np.ndarray, score: np.ndarray) -> float:
     return float((mid_rank[y[order]].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def weighted_roc_auc(y_true01: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`roc_auc_binary` for each row of ``weights`` (B, N): row multiplicities of a resample.
+
+    The Mann-Whitney count with weights: each positive scores the weight of the negatives
+    below it plus half of those tied with it. Scores are sorted once for all B rows, so a
+    whole bootstrap is a few array operations. ``nan`` where a row weighs one class only.
+    """
+    y = np.asarray(y_true01).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if y.shape != s.shape or w.shape[1] != y.size:
+        raise ValueError(f"y_true01 {y.shape}, score {s.shape} and weights {w.shape} do not align")
+    if y.size == 0:
+        return np.full(w.shape[0], np.nan)
+    order = np.argsort(s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    tie_starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    w_sorted = w[:, order]
+    pos = np.add.reduceat(w_sorted * y_sorted, tie_starts, axis=1)  # (B, distinct scores)
+    neg = np.add.reduceat(w_sorted * ~y_sorted, tie_starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = np.sum(pos * (below + 0.5 * neg), axis=1)
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
 def ovr_roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest AUC over the classes present in ``y_true`` (others have no positives).
 

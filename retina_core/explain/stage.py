@@ -183,7 +183,7 @@ def explain_registered(
     from retina_core.training.loop import predict_logits
 
     mv = get_version(engine, name, version)
-    model = load_classifier(store, mv.object_prefix)
+    model = load_classifier(store, mv.object_prefix, sha256=mv.weights_sha256)
     ms = settings.train_for(model.spec.modality)
     records = [r for r in image_records(engine, model.spec.modality) if r.split is Split.TEST]
     cache = cache_for(store, model.spec.modality, model.spec.input_size, ms.ben_graham)

@@ -30,10 +30,9 @@ from retina_core.config import Settings
 from retina_core.data.image_cache import PreprocessedCache
 from retina_core.domain import Modality
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.persist import read_json
+from retina_core.models.persist import read_json, read_weights
 from retina_core.models.registry import build_from_spec, model_for_modality
 from retina_core.models.spec import ModelSpec
-from retina_core.models.weights import bytes_to_state_dict, fingerprint
 from retina_core.storage import ObjectStore
 from retina_core.storage.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
 from retina_core.training.data import cache_for
@@ -55,15 +54,20 @@ class Encoder:
     """A registered encoder opened for embedding: its spec, preprocessed cache and cache key.
 
     The network itself is built on first use: a run whose embeddings are all cached needs
-    only the cache key (a hash of the stored weights), and building a timm model costs
-    more than reading a warm shard.
+    only the cache key, and building a timm model costs more than reading a warm shard.
+    The key uses the weights' SHA-256 as the registry recorded it, so a warm run does not
+    even read the weights; the first run that needs the network checks them against it.
     """
 
     version: ModelVersion
     spec: ModelSpec
-    weights: dict[str, torch.Tensor]
+    store: ObjectStore
     preprocessed: PreprocessedCache
     cache_key: str
+
+    @cached_property
+    def weights(self) -> dict[str, torch.Tensor]:
+        return read_weights(self.store, self.version.object_prefix, sha256=self.version.weights_sha256)
 
     @property
     def modality(self) -> Modality:
@@ -168,15 +172,14 @@ def encoders_to_use(engine: Engine) -> dict[Modality, ModelVersion]:
 
 
 def open_encoder(store: ObjectStore, version: ModelVersion) -> Encoder:
-    """Load a registered encoder with the preprocessing it was trained on (size, Ben Graham)."""
+    """A registered encoder with the preprocessing it was trained on (size, Ben Graham); no weights read yet."""
     prefix = version.object_prefix
     spec = ModelSpec.from_dict(read_json(store, prefix, "spec.json"))
-    weights = bytes_to_state_dict(store.get_bytes(f"{prefix}/weights.safetensors"))
     config = read_json(store, prefix, "config.json")
     ben_graham = bool(config.get("train", {}).get("ben_graham", False))
     preprocessed = cache_for(store, spec.modality, spec.input_size, ben_graham)
-    key = encoder_cache_key(fingerprint(weights), preprocessed.fingerprint, EMBED_CODE_VERSION)
-    return Encoder(version=version, spec=spec, weights=weights, preprocessed=preprocessed, cache_key=key)
+    key = encoder_cache_key(version.weights_sha256, preprocessed.fingerprint, EMBED_CODE_VERSION)
+    return Encoder(version=version, spec=spec, store=store, preprocessed=preprocessed, cache_key=key)
 
 
 def embedding_cache(settings: Settings, engine: Engine, store: ObjectStore, cache_key: str) -> EmbeddingCache:

@@ -27,7 +27,7 @@ from torch import nn
 from retina_core.config import EvalSettings, FusionSettings
 from retina_core.domain import Split
 from retina_core.evaluation import Estimate, evaluate_binary, paired_bootstrap_diff
-from retina_core.evaluation.metrics import roc_auc_binary
+from retina_core.evaluation.metrics import weighted_roc_auc
 from retina_core.fusion.arrays import PairArrays
 from retina_core.fusion.fit import Calibrated, HeadFit, calibrated_scores, fit_head
 from retina_core.fusion.report import PAIRING_NOTES, FusionEvaluation, FusionRow, PairingUsed
@@ -160,7 +160,7 @@ def run_experiment(
 
     def gain(a: str, b: str) -> Estimate:
         return paired_bootstrap_diff(
-            roc_auc_binary,
+            weighted_roc_auc,
             te.y,
             scores[a].test,
             scores[b].test,

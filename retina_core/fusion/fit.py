@@ -8,7 +8,6 @@ fusion get exactly the same optimiser, budget and stopping rule.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -129,7 +128,8 @@ def _fit(
     tensors = _tensors(train_inputs)
     y = torch.as_tensor(np.asarray(y_train, dtype=np.int64))
     n = len(y)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    # fused: one kernel per step instead of one per tensor op (half the step time on a CPU)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     best_metric, best_epoch, best_state = -math.inf, -1, None
@@ -161,7 +161,7 @@ def _fit(
         )
         if metric > best_metric:
             best_metric, best_epoch = metric, epoch
-            best_state = copy.deepcopy(head.state_dict())
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()

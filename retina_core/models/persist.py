@@ -6,17 +6,20 @@ execute code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.registry import build_from_spec
 from retina_core.models.spec import ModelSpec
 from retina_core.models.weights import bytes_to_state_dict, state_dict_to_bytes
 from retina_core.storage import ObjectStore
+
+WEIGHTS_FILE = "weights.safetensors"
 
 
 def _json(data: Any) -> bytes:
@@ -27,7 +30,7 @@ def model_files(
     model: nn.Module, spec: Mapping[str, Any], config: Mapping[str, Any], metrics: Mapping[str, Any]
 ) -> dict[str, bytes]:
     return {
-        "weights.safetensors": state_dict_to_bytes(model.state_dict()),
+        WEIGHTS_FILE: state_dict_to_bytes(model.state_dict()),
         "spec.json": _json(dict(spec)),
         "config.json": _json(dict(config)),
         "metrics.json": _json(dict(metrics)),
@@ -38,8 +41,29 @@ def read_json(store: ObjectStore, prefix: str, name: str) -> dict[str, Any]:
     return json.loads(store.get_bytes(f"{prefix}/{name}"))
 
 
-def load_classifier(store: ObjectStore, prefix: str) -> RetinaClassifier:
+class DamagedWeights(ValueError):
+    """A registered model's weights no longer hash to what the registry recorded."""
+
+
+def read_weights(store: ObjectStore, prefix: str, *, sha256: str) -> dict[str, Tensor]:
+    """The weights under ``prefix``, checked against the SHA-256 the registry recorded for them.
+
+    A model version is immutable: bytes that changed after registration (a damaged or
+    overwritten object) must fail loudly, not predict, embed or explain under its name.
+    """
+    data = store.get_bytes(f"{prefix}/{WEIGHTS_FILE}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DamagedWeights(
+            f"{prefix}/{WEIGHTS_FILE} hashes to {actual[:12]}…, but the registry recorded {sha256[:12]}… "
+            "for this version: the stored weights changed after registration; restore them or "
+            "register a new version"
+        )
+    return bytes_to_state_dict(data)
+
+
+def load_classifier(store: ObjectStore, prefix: str, *, sha256: str) -> RetinaClassifier:
     spec = ModelSpec.from_dict(read_json(store, prefix, "spec.json"))
     model = build_from_spec(spec)
-    model.load_state_dict(bytes_to_state_dict(store.get_bytes(f"{prefix}/weights.safetensors")))
+    model.load_state_dict(read_weights(store, prefix, sha256=sha256))
     return model.eval()

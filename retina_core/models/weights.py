@@ -11,7 +11,6 @@ file layout, dict order or the process that computed it).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -80,19 +79,6 @@ def state_dict_to_bytes(
 
 def bytes_to_state_dict(data: bytes) -> dict[str, Tensor]:
     return dict(st_load(data))
-
-
-def fingerprint(state_dict: Mapping[str, Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and raw bytes, in sorted-name order."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(b"\0" + str(tensor.dtype).encode())
-        digest.update(b"\0" + ",".join(str(d) for d in tensor.shape).encode() + b"\0")
-        # A uint8 view gives the raw bytes for every dtype, bfloat16 included (numpy has none).
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_backbone_weights(

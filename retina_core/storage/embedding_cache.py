@@ -81,14 +81,14 @@ class ShardRecord:
     sha256: str
 
 
-def encoder_cache_key(weights_fingerprint: str, preprocess_fingerprint: str, embed_code_version: str) -> str:
+def encoder_cache_key(weights_sha256: str, preprocess_fingerprint: str, embed_code_version: str) -> str:
     """Identity of "what produced these embeddings": 32 hex characters of a SHA-256.
 
     Device and precision are deliberately not part of it: an embedding computed on a GPU in
     bf16 and one computed on a CPU in fp32 differ by rounding far below what the fusion head
     can resolve, and keying on them would throw the cache away whenever a run moves machines.
     """
-    payload = json.dumps([weights_fingerprint, preprocess_fingerprint, embed_code_version])
+    payload = json.dumps([weights_sha256, preprocess_fingerprint, embed_code_version])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

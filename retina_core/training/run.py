@@ -265,7 +265,7 @@ def champion_decision(
     champion_value = champion_ci = None
     if current is not None and current.version != candidate.version:
         try:
-            old = load_classifier(store, current.object_prefix)
+            old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
             if old.spec.input_size == test.images.shape[1]:
                 old_eval, _ = _predict_eval(old, val, test, settings, device)
                 champion_value = old_eval.primary.value

@@ -228,3 +228,38 @@ def test_evaluate_binary_screening() -> None:
     fpr, tpr, thresholds = skm.roc_curve(y, score)
     assert own.youden_source == "evaluated data"
     assert own.youden_threshold == pytest.approx(thresholds[np.argmax(tpr - fpr)])
+
+
+def test_binary_intervals_equal_a_plain_per_resample_bootstrap() -> None:
+    """The vectorised screening bootstrap against one metric call per resampled row set."""
+    from retina_core.evaluation.bootstrap import bootstrap_many
+    from retina_core.evaluation.calibration import binary_brier_score
+    from retina_core.evaluation.metrics import accuracy, roc_auc_binary, sensitivity_specificity
+
+    rng = np.random.default_rng(11)
+    patients = np.repeat(np.arange(70), rng.integers(1, 4, 70))
+    y = (rng.random(patients.size) < 0.35).astype(int)
+    score = np.round(1 / (1 + np.exp(-(2 * (y - 0.5) + rng.normal(size=y.size)))), 2)
+    result = evaluate_binary(y, score, patients, SETTINGS)
+    cut = result.youden_threshold
+
+    def plain(yy: np.ndarray, ss: np.ndarray) -> dict[str, float]:
+        sens, spec = sensitivity_specificity(yy, ss >= 0.5)
+        y_sens, y_spec = sensitivity_specificity(yy, ss >= cut)
+        return {
+            "auc": roc_auc_binary(yy, ss),
+            "accuracy": accuracy(yy.astype(bool), ss >= 0.5),
+            "sensitivity": sens,
+            "specificity": spec,
+            "youden_sensitivity": y_sens,
+            "youden_specificity": y_spec,
+            "brier": binary_brier_score(yy, ss),
+        }
+
+    expected = bootstrap_many(plain, y, score, groups=patients, n_boot=SETTINGS.bootstrap, seed=SETTINGS.seed)
+    for name, est in expected.items():
+        got = getattr(result, name)
+        assert (got.value, got.low, got.high) == pytest.approx((est.value, est.low, est.high), abs=1e-12), (
+            name
+        )
+        assert got.n_dropped == est.n_dropped

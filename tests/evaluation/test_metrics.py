@@ -18,6 +18,7 @@ from retina_core.evaluation.metrics import (
     roc_auc_binary,
     roc_curve_points,
     sensitivity_specificity,
+    weighted_roc_auc,
 )
 
 K = 5
@@ -98,6 +99,18 @@ def test_binary_auc_by_hand_and_undefined() -> None:
     # positives 0.8, 0.5; negatives 0.5, 0.1: pairs (.8>.5)(.8>.1)(.5=.5 -> 1/2)(.5>.1) = 3.5 / 4
     assert roc_auc_binary(np.array([1, 1, 0, 0]), np.array([0.8, 0.5, 0.5, 0.1])) == pytest.approx(0.875)
     assert math.isnan(roc_auc_binary(np.ones(4), np.arange(4.0)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_weighted_auc_is_the_auc_of_the_repeated_rows(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 80)
+    score = np.round(y * 0.3 + rng.random(80), 1)
+    weights = rng.integers(0, 4, size=(5, 80))
+    expected = [roc_auc_binary(np.repeat(y, w), np.repeat(score, w)) for w in weights]
+    assert weighted_roc_auc(y, score, weights) == pytest.approx(expected)
+    only_negatives = np.where(y == 0, 1, 0)[None, :]
+    assert math.isnan(weighted_roc_auc(y, score, only_negatives)[0])
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -21,6 +21,7 @@ from retina_core.fusion.embed import (
     encoders_to_use,
     open_encoder,
 )
+from retina_core.models.persist import DamagedWeights
 from retina_core.storage import LocalObjectStore
 from retina_core.storage.embedding_cache import EmbeddingCache
 from tests.fusion.world import World, register_stand_in, world_settings
@@ -59,8 +60,12 @@ def test_second_run_computes_nothing_and_new_images_cost_one_each(
     def no_network(*_: object) -> None:
         raise AssertionError("a fully cached run built an encoder network")
 
-    with monkeypatch.context() as m:  # all cached: the weights' hash is needed, the network is not
+    def no_weights(*_: object, **__: object) -> None:
+        raise AssertionError("a fully cached run read the encoder weights")
+
+    with monkeypatch.context() as m:  # all cached: the registry's weights hash is all it needs
         m.setattr("retina_core.fusion.embed.build_from_spec", no_network)
+        m.setattr("retina_core.fusion.embed.read_weights", no_weights)
         second = embed_all(world.settings, world.engine, world.store)
     assert second.computed == 0 and second.reused == SPEC.fundus + SPEC.oct
     assert second.fundus.cache_key == first.fundus.cache_key
@@ -76,6 +81,27 @@ def test_second_run_computes_nothing_and_new_images_cost_one_each(
     third = embed_all(world.settings, world.engine, world.store)
     assert (third.fundus.computed, third.fundus.reused) == (k, SPEC.fundus)
     assert third.oct.computed == 0
+
+
+def test_weights_changed_after_registration_are_refused_when_the_network_is_needed(
+    world: World, tmp_path: Path
+) -> None:
+    embed_all(world.settings, world.engine, world.store)
+    version = encoders_to_use(world.engine)[Modality.FUNDUS]
+    assert isinstance(world.store, LocalObjectStore)
+    weights = world.store.local_path(f"{version.object_prefix}/weights.safetensors")
+    genuine = weights.read_bytes()
+    weights.write_bytes(genuine[:-8] + bytes(8))  # same size, different bytes
+
+    # Cached embeddings were made by the registered weights: still valid, nothing read.
+    assert embed_all(world.settings, world.engine, world.store).computed == 0
+    more = aptos_folder(tmp_path / "more", [("late", "2")], {"late": image_bytes((80, 80), seed=7)})
+    assert api.ingest(world.settings, Source.APTOS, str(more)).accepted == 1
+    with pytest.raises(DamagedWeights, match="changed after registration"):
+        embed_all(world.settings, world.engine, world.store)  # one miss: the weights are needed
+
+    weights.write_bytes(genuine)
+    assert embed_all(world.settings, world.engine, world.store).fundus.computed == 1
 
 
 def test_cached_embeddings_equal_a_fresh_computation(world: World) -> None:

@@ -23,7 +23,7 @@ from retina_core.evaluation import (
     paired_bootstrap_diff,
 )
 from retina_core.evaluation.calibration import softmax
-from retina_core.evaluation.metrics import roc_auc_binary
+from retina_core.evaluation.metrics import weighted_roc_auc
 from retina_core.reporting import (
     ComparisonRow,
     DataSummary,
@@ -99,7 +99,7 @@ def screening() -> dict[str, BinaryResult | ComparisonRow]:
         gain = None
         if name not in ("fundus-only", "OCT-only"):
             gain = paired_bootstrap_diff(
-                roc_auc_binary, y, scores[name], scores[best_single], patients, n_boot=SETTINGS.bootstrap
+                weighted_roc_auc, y, scores[name], scores[best_single], patients, n_boot=SETTINGS.bootstrap
             )
         rows[f"row:{name}"] = ComparisonRow(
             name=name,
