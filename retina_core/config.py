@@ -66,6 +66,14 @@ class ModalityTrainSettings(_Section):
     )
     ben_graham: bool = Field(False, description="Fundus only: Ben Graham local-average colour normalisation.")
     max_train_images: int | None = Field(None, description="Cap for quick runs; None uses everything.")
+    hold_out_pairs: bool = Field(
+        False,
+        description="Leave the paired cohort's images out of this encoder's training split, so the fusion "
+        "heads learn from embeddings the encoder never fitted (as in stacking) rather than memorised ones. "
+        "Off by default: it pays when the single-modality sets dwarf the cohort. On the demo data (pairs "
+        "are a quarter of each modality) the concat-MLP head rose from AUC 0.831 to 0.861, level with late "
+        "fusion, while the OCT encoder fell from macro-F1 0.982 to 0.934.",
+    )
     seed: int = 0
 
 

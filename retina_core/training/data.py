@@ -28,6 +28,17 @@ def ensure_preprocessed(
     return cache.ensure(items, workers=workers)
 
 
+def hold_out_paired(records: Sequence[ImageRecord], paired: set[str]) -> list[ImageRecord]:
+    """``records`` without the training-split images of the paired cohort (by SHA-256).
+
+    A fusion head trained on embeddings of images its encoder was fitted on sees them
+    near-perfectly separated in each modality, learns to trust both views equally and
+    never learns which one to believe when they disagree. Validation and test images are
+    kept: they are held out from the encoder either way.
+    """
+    return [r for r in records if not (r.split is Split.TRAIN and r.sha256 in paired)]
+
+
 def cap_records(records: Sequence[ImageRecord], cap: int | None, seed: int) -> list[ImageRecord]:
     """A seeded, patient-preserving subset for quick runs (whole patients are kept or dropped)."""
     if cap is None or len(records) <= cap:

@@ -25,7 +25,7 @@ from retina_core.catalog.registry import (
     register_version,
     run_key,
 )
-from retina_core.catalog.repository import image_records, latest_dataset_version
+from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
 from retina_core.config import Settings
 from retina_core.domain import Modality, Split
 from retina_core.evaluation import TaskSpec, evaluate_predictions
@@ -41,7 +41,13 @@ from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.persist import load_classifier, model_files, read_json
 from retina_core.models.registry import model_for_modality
 from retina_core.storage import ObjectStore
-from retina_core.training.data import cache_for, cap_records, ensure_preprocessed, split_arrays
+from retina_core.training.data import (
+    cache_for,
+    cap_records,
+    ensure_preprocessed,
+    hold_out_paired,
+    split_arrays,
+)
 from retina_core.training.device import select_device
 from retina_core.training.loop import (
     BatchCallback,
@@ -141,6 +147,11 @@ def train_modality(
     device = select_device(settings.train.device)
 
     records = cap_records(image_records(engine, modality), ms.max_train_images, ms.seed)
+    held_out = 0
+    if ms.hold_out_pairs:
+        kept = hold_out_paired(records, {p[modality.value] for p in pair_rows(engine)})
+        held_out, records = len(records) - len(kept), kept
+        log.info("%s: %d paired-cohort images held out of the training split for fusion", modality, held_out)
     counts = {s.value: sum(r.split is s for r in records) for s in Split}
     if min(counts.values()) == 0:
         raise NotEnoughData(f"{modality}: every split needs labelled images, got {counts}")
@@ -198,6 +209,7 @@ def train_modality(
     )
     evaluation, extras = _predict_eval(result.model, val, test, settings, device)
     extras |= {
+        "held_out_paired": held_out,
         "preprocess_fingerprint": cache.fingerprint,
         "cache": {"computed": stats.computed, "reused": stats.reused},
     }
