@@ -72,7 +72,7 @@ class ModalityTrainSettings(_Section):
         "heads learn from embeddings the encoder never fitted (as in stacking) rather than memorised ones. "
         "Off by default: it pays when the single-modality sets dwarf the cohort. On the demo data (pairs "
         "are a quarter of each modality) the concat-MLP head rose from AUC 0.831 to 0.861, level with late "
-        "fusion, while the OCT encoder fell from macro-F1 0.982 to 0.934.",
+        "fusion (0.863); the OCT encoder fell from macro-F1 0.982 to 0.934, fundus QWK went 0.720 to 0.756.",
     )
     seed: int = 0
 
