@@ -49,6 +49,9 @@ PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"
 GPU_TEMPLATE = PROJECT_DIR / "deployments" / "work-pools" / "retina-gpu.kubernetes.json"
 LOCAL_POOL = "retina-local"
 GPU_POOL = "retina-gpu"
+RETRY_STATUS = frozenset({429, 502, 503})
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""Waits between tries of a request the server answered with a transient status (about 15 s in all)."""
 DATABASE_VARIABLES = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 
 
@@ -334,18 +337,30 @@ class LocalStack:
     # -- API
 
     def request(self, method: str, path: str, body: Any = None, timeout_s: float = 5.0) -> Any:
-        """JSON over the REST API; None for a 404 (the one 'absent' answer callers branch on)."""
+        """JSON over the REST API; None for a 404 (the one 'absent' answer callers branch on).
+
+        429/502/503 are retried with backoff, as Prefect's own client does: a server on
+        SQLite answers 503 while a busy flow run holds the database lock.
+        """
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.api_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise
+        for delay in (*RETRY_DELAYS_S, None):
+            req = urllib.request.Request(
+                f"{self.api_url}{path}",
+                data=data,
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=timeout_s) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                if exc.code not in RETRY_STATUS or delay is None:
+                    raise
+                logger.info("%s %s answered %d; retrying in %.1f s", method, path, exc.code, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def healthy(self) -> bool:
         try:

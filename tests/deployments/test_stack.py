@@ -11,8 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,49 @@ from deployments.stack import (
 )
 
 INGEST = ("ingest-aptos", "ingest-kermany")
+
+
+# --- the REST helper against a real HTTP server --------------------------------------------------
+
+
+@pytest.fixture
+def flaky_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalStack, list[str]]]:
+    """A loopback server whose paths script their answers: /busy answers 503 twice, then 200."""
+    monkeypatch.setattr("deployments.stack.RETRY_DELAYS_S", (0.01, 0.01, 0.01))
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            codes = {"/api/busy": 503 if seen.count("/api/busy") <= 2 else 200, "/api/broken": 500}
+            code = codes.get(self.path, 404)
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'{"id": "run-1"}' if code == 200 else b"{}")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stack = LocalStack()
+    stack.api_url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        yield stack, seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_request_retries_transient_answers_only(flaky_api: tuple[LocalStack, list[str]]) -> None:
+    stack, seen = flaky_api
+    assert stack.request("POST", "/busy", {"x": 1}) == {"id": "run-1"}
+    assert seen.count("/api/busy") == 3  # two 503s, then the answer
+    with pytest.raises(urllib.error.HTTPError) as failure:
+        stack.request("POST", "/broken", {})
+    assert failure.value.code == 500 and seen.count("/api/broken") == 1  # a real error is not retried
+    assert stack.request("POST", "/missing", {}) is None
 
 
 # --- pure parts ---------------------------------------------------------------------------------
