@@ -30,7 +30,7 @@ from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.evaluation.calibration import softmax
 from retina_core.evaluation.thresholds import regression_scores_to_probs
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.persist import load_classifier, read_json
+from retina_core.models.persist import load_classifier, read_json, trained_ben_graham
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class _Loaded:
     version: ModelVersion
     model: RetinaClassifier
     thresholds: dict[str, Any]
+    ben_graham: bool
+    """The preprocessing the model was trained on (not today's settings)."""
 
 
 class Predictor:
@@ -95,14 +97,17 @@ class Predictor:
 
             parents = self.fusion_version.parents
             wanted = {m: get_version(engine, n, int(parents[n])) for m, n in NAMES.items()}
-            self.fusion_head = load_head(store, self.fusion_version.object_prefix)
+            self.fusion_head = load_head(
+                store, self.fusion_version.object_prefix, sha256=self.fusion_version.weights_sha256
+            )
         self.models: dict[Modality, _Loaded] = {}
         for modality, version in wanted.items():
             if version is None:
                 continue
             model = load_classifier(store, version.object_prefix, sha256=version.weights_sha256)
             extras = read_json(store, version.object_prefix, "metrics.json").get("extras", {})
-            self.models[modality] = _Loaded(version, model, extras)
+            ben_graham = trained_ben_graham(store, version.object_prefix)
+            self.models[modality] = _Loaded(version, model, extras, ben_graham)
         self.load_seconds = time.perf_counter() - started
 
     def _tensor(self, modality: Modality, data: bytes) -> tuple[torch.Tensor, np.ndarray]:
@@ -111,8 +116,7 @@ class Predictor:
             raise InvalidImage(str(checked))
         loaded = self.models[modality]
         size = loaded.model.spec.input_size
-        ms = self.settings.train_for(modality)
-        image = preprocess(data, modality, size, ben_graham=ms.ben_graham)
+        image = preprocess(data, modality, size, ben_graham=loaded.ben_graham)
         return build_eval_transform(loaded.model.spec)(image=image)["image"][None], image
 
     def _probs(self, loaded: _Loaded, x: torch.Tensor) -> np.ndarray:

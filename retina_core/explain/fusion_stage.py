@@ -43,7 +43,7 @@ def explain_fusion_registered(
 ) -> ExplainSection:
     """Gallery of fusion decisions on today's test pairs (correct, misclassified, confident, uncertain)."""
     mv = get_version(engine, MODEL_NAME, version)
-    head = load_head(store, mv.object_prefix)
+    head = load_head(store, mv.object_prefix, sha256=mv.weights_sha256)
     parents = {m: model_for_modality(m) for m in Modality}  # the encoder versions this head was trained on
     encoders = {
         m: open_encoder(store, get_version(engine, n, int(mv.parents[n]))) for m, n in parents.items()

@@ -177,16 +177,16 @@ def explain_registered(
     from retina_core.catalog.registry import get_version
     from retina_core.catalog.repository import image_records
     from retina_core.evaluation.calibration import softmax
-    from retina_core.models.persist import load_classifier
+    from retina_core.models.persist import load_classifier, trained_ben_graham
     from retina_core.training.data import cache_for, ensure_preprocessed
     from retina_core.training.device import select_device
     from retina_core.training.loop import predict_logits
 
     mv = get_version(engine, name, version)
     model = load_classifier(store, mv.object_prefix, sha256=mv.weights_sha256)
-    ms = settings.train_for(model.spec.modality)
     records = [r for r in image_records(engine, model.spec.modality) if r.split is Split.TEST]
-    cache = cache_for(store, model.spec.modality, model.spec.input_size, ms.ben_graham)
+    ben_graham = trained_ben_graham(store, mv.object_prefix)
+    cache = cache_for(store, model.spec.modality, model.spec.input_size, ben_graham)
     ensure_preprocessed(cache, store, records)
     images = cache.load_many([r.sha256 for r in records], workers=2)
     logits = predict_logits(model, images, select_device(settings.train.device), amp=settings.train.amp)

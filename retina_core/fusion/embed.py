@@ -30,7 +30,7 @@ from retina_core.config import Settings
 from retina_core.data.image_cache import PreprocessedCache
 from retina_core.domain import Modality
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.persist import read_json, read_weights
+from retina_core.models.persist import read_json, read_weights, trained_ben_graham
 from retina_core.models.registry import build_from_spec, model_for_modality
 from retina_core.models.spec import ModelSpec
 from retina_core.storage import ObjectStore
@@ -175,9 +175,7 @@ def open_encoder(store: ObjectStore, version: ModelVersion) -> Encoder:
     """A registered encoder with the preprocessing it was trained on (size, Ben Graham); no weights read yet."""
     prefix = version.object_prefix
     spec = ModelSpec.from_dict(read_json(store, prefix, "spec.json"))
-    config = read_json(store, prefix, "config.json")
-    ben_graham = bool(config.get("train", {}).get("ben_graham", False))
-    preprocessed = cache_for(store, spec.modality, spec.input_size, ben_graham)
+    preprocessed = cache_for(store, spec.modality, spec.input_size, trained_ben_graham(store, prefix))
     key = encoder_cache_key(version.weights_sha256, preprocessed.fingerprint, EMBED_CODE_VERSION)
     return Encoder(version=version, spec=spec, store=store, preprocessed=preprocessed, cache_key=key)
 

@@ -347,7 +347,7 @@ def champion_decision(
 def _remeasure(
     settings: Settings, store: ObjectStore, version: ModelVersion, inputs: FusionInputs
 ) -> tuple[float, tuple[float, float]]:
-    head = load_head(store, version.object_prefix)
+    head = load_head(store, version.object_prefix, sha256=version.weights_sha256)
     va, te = inputs.arrays[Split.VAL], inputs.arrays[Split.TEST]
     scores = calibrated_scores(head, [va.fundus, va.oct], va.y, [te.fundus, te.oct])
     auc = evaluate_binary(

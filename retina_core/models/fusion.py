@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from retina_core.models.persist import read_weights
 from retina_core.models.weights import bytes_to_state_dict
 from retina_core.storage import ObjectStore
 
@@ -202,15 +203,24 @@ def build_head(spec: dict[str, Any]) -> nn.Module:
     )
 
 
-def load_head(store: ObjectStore, prefix: str, name: str = "weights") -> nn.Module:
+def load_head(
+    store: ObjectStore, prefix: str, name: str = "weights", *, sha256: str | None = None
+) -> nn.Module:
     """A stored head, in eval mode: ``{prefix}/{name}.safetensors`` with the spec in its metadata file.
 
     The fusion head's spec is ``spec.json``; the probes stored beside it use ``{name}.json``.
+    With ``sha256`` (the registry's record of the head's weights) changed bytes are refused.
     """
     spec_file = "spec.json" if name == "weights" else f"{name}.json"
     spec = json.loads(store.get_bytes(f"{prefix}/{spec_file}"))
     head = build_head(spec)
-    head.load_state_dict(bytes_to_state_dict(store.get_bytes(f"{prefix}/{name}.safetensors")))
+    file = f"{name}.safetensors"
+    weights = (
+        read_weights(store, prefix, sha256=sha256, file=file)
+        if sha256 is not None
+        else bytes_to_state_dict(store.get_bytes(f"{prefix}/{file}"))
+    )
+    head.load_state_dict(weights)
     return head.eval()
 
 

@@ -41,21 +41,33 @@ def read_json(store: ObjectStore, prefix: str, name: str) -> dict[str, Any]:
     return json.loads(store.get_bytes(f"{prefix}/{name}"))
 
 
+def trained_ben_graham(store: ObjectStore, prefix: str) -> bool:
+    """Whether the model under ``prefix`` was trained on Ben Graham-normalised images.
+
+    Inputs must be preprocessed as the model was trained, whatever today's settings say:
+    a champion trained with the normalisation fed raw photos (or the reverse) would give
+    confident nonsense.
+    """
+    return bool(read_json(store, prefix, "config.json").get("train", {}).get("ben_graham", False))
+
+
 class DamagedWeights(ValueError):
     """A registered model's weights no longer hash to what the registry recorded."""
 
 
-def read_weights(store: ObjectStore, prefix: str, *, sha256: str) -> dict[str, Tensor]:
+def read_weights(
+    store: ObjectStore, prefix: str, *, sha256: str, file: str = WEIGHTS_FILE
+) -> dict[str, Tensor]:
     """The weights under ``prefix``, checked against the SHA-256 the registry recorded for them.
 
     A model version is immutable: bytes that changed after registration (a damaged or
     overwritten object) must fail loudly, not predict, embed or explain under its name.
     """
-    data = store.get_bytes(f"{prefix}/{WEIGHTS_FILE}")
+    data = store.get_bytes(f"{prefix}/{file}")
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise DamagedWeights(
-            f"{prefix}/{WEIGHTS_FILE} hashes to {actual[:12]}…, but the registry recorded {sha256[:12]}… "
+            f"{prefix}/{file} hashes to {actual[:12]}…, but the registry recorded {sha256[:12]}… "
             "for this version: the stored weights changed after registration; restore them or "
             "register a new version"
         )

@@ -38,7 +38,7 @@ from retina_core.evaluation.thresholds import (
     regression_scores_to_probs,
 )
 from retina_core.models import RetinaClassifier, create_model
-from retina_core.models.persist import load_classifier, model_files, read_json
+from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
 from retina_core.models.registry import model_for_modality
 from retina_core.storage import ObjectStore
 from retina_core.training.data import (
@@ -278,10 +278,18 @@ def champion_decision(
     if current is not None and current.version != candidate.version:
         try:
             old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
-            if old.spec.input_size == test.images.shape[1]:
+            same_inputs = old.spec.input_size == test.images.shape[1] and trained_ben_graham(
+                store, current.object_prefix
+            ) == trained_ben_graham(store, candidate.object_prefix)
+            if same_inputs:  # today's arrays are preprocessed as the candidate was trained
                 old_eval, _ = _predict_eval(old, val, test, settings, device)
                 champion_value = old_eval.primary.value
                 champion_ci = (old_eval.primary.low, old_eval.primary.high)
+            else:
+                log.info(
+                    "champion v%d was trained on other inputs; judged on its registered figure",
+                    current.version,
+                )
         except Exception:  # an unreadable champion must not block registering the candidate
             log.exception("could not re-evaluate champion %s v%d", current.name, current.version)
     decision = decide(

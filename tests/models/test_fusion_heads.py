@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from retina_core.models.fusion import (
     late_fusion,
     load_head,
 )
+from retina_core.models.persist import DamagedWeights
 from retina_core.models.weights import state_dict_to_bytes
 from retina_core.storage import LocalObjectStore
 
@@ -80,10 +82,13 @@ def test_spec_round_trip_through_the_store(cls: type, tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     store.put_bytes("models/fusion_head/1/weights.safetensors", state_dict_to_bytes(head.state_dict()))
     store.put_bytes("models/fusion_head/1/spec.json", json.dumps(spec).encode())
-    loaded = load_head(store, "models/fusion_head/1")
+    recorded = hashlib.sha256(store.get_bytes("models/fusion_head/1/weights.safetensors")).hexdigest()
+    loaded = load_head(store, "models/fusion_head/1", sha256=recorded)
     f, o = embeddings()
     torch.testing.assert_close(loaded(f, o), head(f, o))
     assert type(build_head(spec)) is cls
+    with pytest.raises(DamagedWeights):
+        load_head(store, "models/fusion_head/1", sha256="0" * 64)
 
 
 def test_linear_probe_and_late_fusion() -> None:
