@@ -272,9 +272,14 @@ def champion_decision(
     test: SplitArrays,
     device: Any,
 ) -> Decision:
-    """Re-measure the champion on today's test split, then apply the champion/challenger rule."""
+    """Re-measure the champion on today's test split, then apply the champion/challenger rule.
+
+    Only a champion trained on the same inputs (size, Ben Graham) can be scored on today's
+    arrays; any other is judged on its registered figure, and the reason says so.
+    """
     current = champion(engine, candidate.name)
     champion_value = champion_ci = None
+    note = ""
     if current is not None and current.version != candidate.version:
         try:
             old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
@@ -286,12 +291,10 @@ def champion_decision(
                 champion_value = old_eval.primary.value
                 champion_ci = (old_eval.primary.low, old_eval.primary.high)
             else:
-                log.info(
-                    "champion v%d was trained on other inputs; judged on its registered figure",
-                    current.version,
-                )
+                note = "champion was trained on other inputs; its registered figure was compared"
         except Exception:  # an unreadable champion must not block registering the candidate
             log.exception("could not re-evaluate champion %s v%d", current.name, current.version)
+            note = "champion could not be re-evaluated; its registered figure was compared"
     decision = decide(
         candidate,
         current,
@@ -299,5 +302,8 @@ def champion_decision(
         champion_value=champion_value,
         champion_ci=champion_ci,
     )
+    if note:
+        log.info("%s v%d: %s", candidate.name, candidate.version, note)
+        decision = decision.model_copy(update={"reason": f"{decision.reason} ({note})"})
     apply_decision(engine, decision)
     return decision

@@ -52,4 +52,4 @@ def test_a_champion_trained_on_other_preprocessing_is_judged_on_its_registered_f
         == get_version(world.engine, "fundus_cnn", champion_version).primary_value
     )
     assert len(evaluated) == 1  # the candidate only
-    assert "trained on other inputs" in caplog.text
+    assert "trained on other inputs" in caplog.text and "trained on other inputs" in third.decision.reason
