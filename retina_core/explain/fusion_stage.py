@@ -53,7 +53,7 @@ def explain_fusion_registered(
     rng = np.random.default_rng(settings.evaluation.seed)
     test = [test[i] for i in sorted(rng.permutation(len(test))[: settings.explain.max_images])]
     shas = {Modality.FUNDUS: [p.fundus_sha for p in test], Modality.OCT: [p.oct_sha for p in test]}
-    images = {m: _images(store, engine, encoders[m], shas[m]) for m in Modality}
+    images = {m: _images(engine, encoders[m], shas[m]) for m in Modality}
     # The embeddings the head was scored on, from the cache (checksummed on read), not recomputed.
     emb = {m: embedding_cache(settings, engine, store, encoders[m].cache_key).get(shas[m]) for m in Modality}
     with torch.no_grad():
@@ -73,9 +73,9 @@ def explain_fusion_registered(
     return ExplainSection(model=MODEL_NAME, method=str(settings.explain.method), gallery=gallery, note=NOTE)
 
 
-def _images(store: ObjectStore, engine: Engine, encoder: Encoder, shas: list[str]) -> np.ndarray:
+def _images(engine: Engine, encoder: Encoder, shas: list[str]) -> np.ndarray:
     keys = {r.sha256: r.object_key for r in image_records(engine, encoder.modality, labeled_only=False)}
-    return encoder.images(store, keys, shas)
+    return encoder.images(keys, shas)
 
 
 def _panel(

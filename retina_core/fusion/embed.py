@@ -73,9 +73,9 @@ class Encoder:
     def modality(self) -> Modality:
         return self.spec.modality
 
-    def images(self, store: ObjectStore, keys: Mapping[str, str], shas: Sequence[str]) -> np.ndarray:
+    def images(self, keys: Mapping[str, str], shas: Sequence[str]) -> np.ndarray:
         """Model-input images of ``shas`` (object keys in ``keys``), preprocessing what the cache lacks."""
-        todo = [(sha, lambda key=keys[sha]: store.get_bytes(key)) for sha in dict.fromkeys(shas)]
+        todo = [(sha, lambda key=keys[sha]: self.store.get_bytes(key)) for sha in dict.fromkeys(shas)]
         self.preprocessed.ensure(todo, workers=2)
         return self.preprocessed.load_many(list(shas), workers=2)
 
@@ -244,7 +244,7 @@ def embed_chunk(
     if encoder.cache_key != plan.cache_key:
         raise ValueError(f"encoder cache key {encoder.cache_key} differs from the plan's {plan.cache_key}")
     shas = list(items)
-    images = encoder.images(store, items, shas)
+    images = encoder.images(items, shas)
     embeddings = compute_embeddings(
         encoder.model,
         images,

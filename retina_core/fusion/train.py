@@ -164,7 +164,7 @@ def _recompute(
     started = time.perf_counter()
     encoder = open_encoder(store, version)
     keys = {r.sha256: r.object_key for r in image_records(engine, modality, labeled_only=False)}
-    images = encoder.images(store, keys, shas)
+    images = encoder.images(keys, shas)
     matrix = compute_embeddings(
         encoder.model,
         images,
