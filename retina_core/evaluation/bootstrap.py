@@ -42,19 +42,34 @@ class Estimate:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def _draws(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Chunks of ``(drawn patients (chunk, n_groups), patients' row counts, row -> patient)``.
+@dataclass(frozen=True)
+class _Draws:
+    """Patients drawn with replacement, in chunks: the one place resamples are drawn.
 
-    The one place resamples are drawn, so :func:`resample_rows` and :func:`resample_weights`
-    describe the very same resamples for a given seed (same chunks, same generator calls).
+    :func:`resample_rows` and :func:`resample_weights` read the same draws, so for a given
+    seed they describe the very same resamples (same chunks, same generator calls).
     """
+
+    counts: np.ndarray
+    """Rows per patient."""
+    inverse: np.ndarray
+    """Row -> patient index."""
+    chunks: Iterator[np.ndarray]
+    """(resamples, patients) arrays of drawn patient indices."""
+
+
+def _draws(groups: np.ndarray, n_boot: int, seed: int) -> _Draws:
     _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
     n_groups, n_rows = counts.size, inverse.size
-    rng = np.random.default_rng(seed)
     chunk = max(1, _MAX_INDEX_CELLS // max(n_rows, 1))
-    for first in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - first)
-        yield rng.integers(0, n_groups, size=(size, n_groups)), counts, inverse.reshape(-1)
+
+    def chunks() -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        for first in range(0, n_boot, chunk):
+            yield rng.integers(0, n_groups, size=(min(chunk, n_boot - first), n_groups))
+
+    return _Draws(counts, inverse, chunks())
 
 
 def resample_rows(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -63,10 +78,12 @@ def resample_rows(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np
     The index arrays are built with numpy in chunks (no Python loop over patients), so the
     cost of a bootstrap is the metric itself.
     """
-    for drawn, counts, inverse in _draws(groups, n_boot, seed):
+    draws = _draws(groups, n_boot, seed)
+    counts = draws.counts
+    rows_by_group = np.argsort(draws.inverse, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    for drawn in draws.chunks:
         size, n_groups = drawn.shape
-        rows_by_group = np.argsort(inverse, kind="stable")
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
         drawn = drawn.ravel()
         lengths = counts[drawn]
         total = int(lengths.sum())
@@ -85,11 +102,12 @@ def resample_weights(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator
     means, the Mann-Whitney AUC) can be computed for a whole chunk of resamples at once with
     matrix products instead of one Python call per resample.
     """
-    for drawn, _, inverse in _draws(groups, n_boot, seed):
+    draws = _draws(groups, n_boot, seed)
+    for drawn in draws.chunks:
         size, n_groups = drawn.shape
         flat = (drawn + n_groups * np.arange(size)[:, None]).ravel()
         times = np.bincount(flat, minlength=size * n_groups).reshape(size, n_groups)
-        yield times[:, inverse].astype(np.float64)
+        yield times[:, draws.inverse].astype(np.float64)
 
 
 def _percentile_estimate(
