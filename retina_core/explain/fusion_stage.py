@@ -17,13 +17,12 @@ import torch
 from sqlalchemy import Engine
 
 from retina_core.catalog.registry import get_version
-from retina_core.catalog.repository import image_records
 from retina_core.config import Settings
 from retina_core.domain import Modality, Split
 from retina_core.explain.fusion import fusion_cams
 from retina_core.explain.overlay import overlay, save_png, side_by_side
 from retina_core.explain.stage import TestPredictions, _gallery_picks, _rgb, to_tensor
-from retina_core.fusion.embed import Encoder, embedding_cache, open_encoder
+from retina_core.fusion.embed import Encoder, catalogued_images, embedding_cache, open_encoder
 from retina_core.fusion.train import MODEL_NAME, build_pairs
 from retina_core.models.fusion import load_head
 from retina_core.models.registry import model_for_modality
@@ -53,7 +52,7 @@ def explain_fusion_registered(
     rng = np.random.default_rng(settings.evaluation.seed)
     test = [test[i] for i in sorted(rng.permutation(len(test))[: settings.explain.max_images])]
     shas = {Modality.FUNDUS: [p.fundus_sha for p in test], Modality.OCT: [p.oct_sha for p in test]}
-    images = {m: _images(engine, encoders[m], shas[m]) for m in Modality}
+    images = {m: catalogued_images(engine, encoders[m], shas[m]) for m in Modality}
     # The embeddings the head was scored on, from the cache (checksummed on read), not recomputed.
     emb = {m: embedding_cache(settings, engine, store, encoders[m].cache_key).get(shas[m]) for m in Modality}
     with torch.no_grad():
@@ -71,11 +70,6 @@ def explain_fusion_registered(
         for i, kind in _gallery_picks(preds, settings.explain.examples_per_class)
     ]
     return ExplainSection(model=MODEL_NAME, method=str(settings.explain.method), gallery=gallery, note=NOTE)
-
-
-def _images(engine: Engine, encoder: Encoder, shas: list[str]) -> np.ndarray:
-    keys = {r.sha256: r.object_key for r in image_records(engine, encoder.modality, labeled_only=False)}
-    return encoder.images(keys, shas)
 
 
 def _panel(

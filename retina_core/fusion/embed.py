@@ -180,6 +180,12 @@ def open_encoder(store: ObjectStore, version: ModelVersion) -> Encoder:
     return Encoder(version=version, spec=spec, store=store, preprocessed=preprocessed, cache_key=key)
 
 
+def catalogued_images(engine: Engine, encoder: Encoder, shas: Sequence[str]) -> np.ndarray:
+    """:meth:`Encoder.images` for catalogued images: their object keys come from the catalog."""
+    keys = {r.sha256: r.object_key for r in image_records(engine, encoder.modality, labeled_only=False)}
+    return encoder.images(keys, shas)
+
+
 def embedding_cache(settings: Settings, engine: Engine, store: ObjectStore, cache_key: str) -> EmbeddingCache:
     return EmbeddingCache(store, engine, cache_key, shard_size=settings.embed.shard_size)
 

@@ -43,6 +43,7 @@ from retina_core.fusion.arrays import EmbeddingTable, PairArrays, split_pair_arr
 from retina_core.fusion.embed import (
     EmbedReport,
     EmbedStats,
+    catalogued_images,
     compute_embeddings,
     encoders_to_use,
     load_embeddings,
@@ -163,8 +164,7 @@ def _recompute(
 ) -> tuple[np.ndarray, EmbedStats]:
     started = time.perf_counter()
     encoder = open_encoder(store, version)
-    keys = {r.sha256: r.object_key for r in image_records(engine, modality, labeled_only=False)}
-    images = encoder.images(keys, shas)
+    images = catalogued_images(engine, encoder, shas)
     matrix = compute_embeddings(
         encoder.model,
         images,
