@@ -41,6 +41,7 @@ from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
 from retina_core.models.registry import model_for_modality
 from retina_core.storage import ObjectStore
+from retina_core.training import checkpoint as ckpt
 from retina_core.training.data import (
     cache_for,
     cap_records,
@@ -164,6 +165,7 @@ def train_modality(
     existing = find_by_run_key(engine, name, key)
     if existing is not None:
         log.info("%s: inputs unchanged since version %d; reusing it", name, existing.version)
+        ckpt.discard_checkpoints(store, key)  # a kill after registering may have left it
         metrics = read_json(store, existing.object_prefix, "metrics.json")
         decision = None
         if decision_pending(engine, name, existing.version):
@@ -243,6 +245,7 @@ def train_modality(
             "image_size": ms.image_size,
         },
     )
+    ckpt.discard_checkpoints(store, key)
     decision = champion_decision(settings, engine, store, version, val, test, device)
     return TrainReport(
         modality=modality.value,

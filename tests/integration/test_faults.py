@@ -286,6 +286,7 @@ def test_killed_training_leaves_nothing_half_done_and_reruns_reuse_the_work(
     assert set(files) == {"weights.safetensors", "spec.json", "config.json", "metrics.json"}
     assert hashlib.sha256(files["weights.safetensors"]).hexdigest() == registered.weights_sha256
     assert json.loads(files["config.json"])["run_key"] == registered.run_key == run_key
+    assert list(store.list("checkpoints/")) == []  # the registered version made it redundant
 
     # 4. Same inputs again: the version is reused and the interrupted decision is finished.
     report = run_worker(env, tmp_path / "4" / "out.json", "train")

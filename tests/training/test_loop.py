@@ -55,6 +55,17 @@ def test_two_epoch_32px_run_learns(tmp_path) -> None:
     assert last["best_epoch"] == result.best_epoch and last["best_model"] is not None
 
 
+def test_discarding_a_finished_runs_checkpoints_leaves_other_runs_alone(tmp_path) -> None:
+    store = LocalObjectStore(tmp_path)
+    ckpt.save_checkpoint(store, "done", 0, {"epoch": 0})
+    ckpt.save_checkpoint(store, "done", 1, {"epoch": 1})
+    ckpt.save_checkpoint(store, "running", 0, {"epoch": 0})
+    assert ckpt.discard_checkpoints(store, "done") == 1  # saving epoch 1 already deleted epoch 0
+    assert ckpt.load_latest(store, "done") is None
+    assert [i.key for i in store.list("checkpoints/")] == ["checkpoints/running/epoch-000.pt"]
+    assert ckpt.discard_checkpoints(store, "done") == 0
+
+
 def test_checkpoint_with_pickled_payload_is_refused(tmp_path) -> None:
     class Evil:
         def __reduce__(self):
