@@ -21,7 +21,7 @@ from retina_core.config import Settings
 from retina_core.domain import Modality, Split
 from retina_core.explain.fusion import fusion_cams
 from retina_core.explain.overlay import overlay, save_png, side_by_side
-from retina_core.explain.stage import TestPredictions, _gallery_picks, _rgb, to_tensor
+from retina_core.explain.stage import TestPredictions, gallery_picks, to_tensor
 from retina_core.fusion.embed import Encoder, catalogued_images, embedding_cache, open_encoder
 from retina_core.fusion.train import MODEL_NAME, build_pairs
 from retina_core.models.fusion import load_head
@@ -67,7 +67,7 @@ def explain_fusion_registered(
     )
     gallery = [
         _panel(i, kind, test[i].oct_sha, preds, images, encoders, head, settings, out_dir)
-        for i, kind in _gallery_picks(preds, settings.explain.examples_per_class)
+        for i, kind in gallery_picks(preds, settings.explain.examples_per_class)
     ]
     return ExplainSection(model=MODEL_NAME, method=str(settings.explain.method), gallery=gallery, note=NOTE)
 
@@ -96,8 +96,8 @@ def _panel(
         method=settings.explain.method,
     )
     strips = [
-        side_by_side(_rgb(f_img), overlay(_rgb(f_img), np.asarray(f_map))),
-        side_by_side(_rgb(o_img), overlay(_rgb(o_img), np.asarray(o_map))),
+        side_by_side(f_img, overlay(f_img, np.asarray(f_map))),
+        side_by_side(o_img, overlay(o_img, np.asarray(o_map))),
     ]
     true, pred = LABELS[int(preds.labels[i])], LABELS[predicted]
     name = f"{kind}_true-{true}_pred-{pred}_{preds.shas[i][:8]}-{oct_sha[:8]}.png"

@@ -76,7 +76,10 @@ def _masks(
     return out
 
 
-def _gallery_picks(preds: TestPredictions, per_class: int) -> list[tuple[int, str]]:
+def gallery_picks(preds: TestPredictions, per_class: int) -> list[tuple[int, str]]:
+    """Which test images a gallery shows: per class the most confident right and wrong ones,
+    then the most confident and most uncertain overall, so that a reader sees failures as
+    prominently as successes (a gallery of hits alone says nothing about the model)."""
     predicted = preds.probs.argmax(1)
     confidence = preds.probs.max(1)
     picks: list[tuple[int, str]] = []
@@ -90,10 +93,6 @@ def _gallery_picks(preds: TestPredictions, per_class: int) -> list[tuple[int, st
     picks += [(int(i), "most-confident") for i in order[:per_class]]
     picks += [(int(i), "most-uncertain") for i in order[::-1][:per_class]]
     return picks
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
 def explain_model(
@@ -137,7 +136,7 @@ def explain_model(
         road = road_rows([names[t] for t in targets], comparison.cam.combined, comparison.random.combined)
 
     gallery: list[GalleryItem] = []
-    picks = _gallery_picks(preds, settings.examples_per_class)
+    picks = gallery_picks(preds, settings.examples_per_class)
     if picks:
         idx = [i for i, _ in picks]
         predicted = preds.probs.argmax(1)
@@ -150,7 +149,7 @@ def explain_model(
         folder = out_dir / "gallery" / model.spec.name
         for (i, kind), cam in zip(picks, cams.maps, strict=True):
             true, pred = names[int(preds.labels[i])], names[int(predicted[i])]
-            image = _rgb(preds.images[i])
+            image = preds.images[i]
             mask = masks.get(i)
             panel = side_by_side(image, overlay(image, cam), mask)
             name = f"{kind}_true-{true}_pred-{pred}_{preds.shas[i][:10]}.png".replace(" ", "")
