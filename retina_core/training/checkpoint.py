@@ -86,12 +86,7 @@ def save_checkpoint(store: ObjectStore, run_key: str, epoch: int, payload: dict[
     between the two leaves two whole checkpoints, not zero)."""
     key = f"{checkpoint_prefix(run_key)}/epoch-{epoch:03d}.pt"
     store.put_bytes(key, to_bytes(payload))
-    for older_epoch, older in _epochs(store, run_key):
-        if older_epoch < epoch:
-            try:
-                store.delete(older)
-            except StorageError as exc:  # a leftover is only disk; the next save retries it
-                log.warning("could not delete old checkpoint %s: %s", older, exc)
+    _delete(store, [older for older_epoch, older in _epochs(store, run_key) if older_epoch < epoch])
     return key
 
 
@@ -103,13 +98,19 @@ def discard_checkpoints(store: ObjectStore, run_key: str) -> int:
     state, ~180 MB for a ResNet-18) would only fill the disk. A failed delete is logged,
     not raised: the registered version is what matters, and the next reuse retries it.
     """
+    return _delete(store, [key for _, key in _epochs(store, run_key)])
+
+
+def _delete(store: ObjectStore, keys: list[str]) -> int:
+    """Delete what can be deleted: a leftover checkpoint is only disk, and the next save or
+    reuse of the run lists and retries it, so a failure is logged rather than raised."""
     deleted = 0
-    for _, key in _epochs(store, run_key):
+    for key in keys:
         try:
             store.delete(key)
             deleted += 1
         except StorageError as exc:
-            log.warning("could not delete finished run's checkpoint %s: %s", key, exc)
+            log.warning("could not delete checkpoint %s: %s", key, exc)
     return deleted
 
 
