@@ -40,6 +40,7 @@ from retina_core.evaluation.thresholds import (
 from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
 from retina_core.models.registry import model_for_modality
+from retina_core.models.spec import ModelSpec
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
 from retina_core.training.data import (
@@ -285,11 +286,14 @@ def champion_decision(
     note = ""
     if current is not None and current.version != candidate.version:
         try:
-            old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
-            same_inputs = old.spec.input_size == test.images.shape[1] and trained_ben_graham(
+            # Decided from the small JSON files, so a champion that cannot be scored on
+            # today's arrays never has its weights read and hashed.
+            spec = ModelSpec.from_dict(read_json(store, current.object_prefix, "spec.json"))
+            same_inputs = spec.input_size == test.images.shape[1] and trained_ben_graham(
                 store, current.object_prefix
             ) == trained_ben_graham(store, candidate.object_prefix)
             if same_inputs:  # today's arrays are preprocessed as the candidate was trained
+                old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
                 old_eval, _ = _predict_eval(old, val, test, settings, device)
                 champion_value = old_eval.primary.value
                 champion_ci = (old_eval.primary.low, old_eval.primary.high)
