@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from retina_core.cli import app
+from retina_cli.app import app
 from tests.catalog.test_ingest import broken_aptos
 
 runner = CliRunner()
@@ -80,7 +80,7 @@ def test_bad_config_file_is_an_error(home: Path, tmp_path: Path) -> None:
 
 
 def test_demo_quick_trains_longer_than_the_quick_preset_without_growing() -> None:
-    from retina_core.cli import DEMO_QUICK_EPOCHS, demo_quick_settings
+    from retina_cli.app import DEMO_QUICK_EPOCHS, demo_quick_settings
     from retina_core.config import Settings
 
     s = demo_quick_settings(Settings())

@@ -1,4 +1,4 @@
-"""The ``retina`` command (DESIGN §5, a contract).
+"""The ``retina`` command (a contract users script against).
 
 A thin shell: each command builds the settings once, then calls a flow (or a library
 verb for read-only commands). With ``--json`` stdout carries exactly one JSON object
