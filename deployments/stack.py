@@ -161,6 +161,7 @@ def stack_environment(config: StackConfig, port: int, base: dict[str, str]) -> d
     env.update(config.extra_env)
     for key, value in {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",  # the client's telemetry, as flows/runtime.py defaults it
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "RETINA_PROJECT_DIR": str(config.project_dir),
     }.items():
@@ -584,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # before anything imports prefect: no telemetry banner
     stack = LocalStack(parse_args(argv))
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also where a non-interactive parent left it ignored

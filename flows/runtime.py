@@ -2,8 +2,10 @@
 
 Measured on the target machines (see PREFECT_NOTES): the ephemeral API's first start
 migrates a fresh database for ~20 s, past Prefect's 20 s default timeout; the flow
-heartbeat costs ~1 s per flow; analytics fail noisily offline. These are defaults
-only: anything the user set in the environment wins.
+heartbeat costs ~1 s per flow; analytics fail noisily offline; the client's own telemetry
+(separate from the server's analytics) prints a banner on the first interactive run, which
+a tool for clinics should neither show nor send. These are defaults only: anything the
+user set in the environment wins.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from retina_cli.display import showing_progress
+from retina_core import progress
 from retina_core.config import Settings, load_settings
 from retina_core.domain import Source
 
@@ -36,6 +38,12 @@ DEMO_QUICK_EPOCHS = 10
 """The quick preset's two epochs leave both models at chance (measured: QWK 0.00, macro-F1
 0.13, 80 s in all). Ten to twelve epochs use the rest of the 3-minute budget (12 measured:
 OCT macro-F1 0.70, 2 min 14 s); 64-px fundus photos of 100 eyes stay near chance anyway."""
+
+NEXT_STEP = (
+    "next: `make serve`, then open the Prefect UI it prints and start the retrain-pipeline "
+    "deployment from its form (Deployments > retrain-pipeline > Run > Custom run)."
+)
+"""The demo's last line: where a first-time user goes from here (README: From the Prefect UI)."""
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML or TOML settings file (RETINA_* variables win).")
@@ -125,7 +133,7 @@ def ingest(
     from flows.runtime import fast_flows
 
     try:
-        with fast_flows():
+        with showing_progress(), fast_flows():
             summary = ingest_flow(
                 IngestParams(source=source, location=path, chunk_size=chunk_size), settings=settings
             )
@@ -190,7 +198,7 @@ def train(
     _prefect(settings)
     from flows.runtime import fast_flows
 
-    with fast_flows():
+    with showing_progress(), fast_flows():
         if target is TrainTarget.FUSION:
             from flows.fusion import FusionParams, train_fusion_flow
 
@@ -247,7 +255,7 @@ def _pipeline_summary(result: Any) -> str:
             f"{f['gain_vs_best_single']['value']:+.3f} [{f['gain_vs_best_single']['low']:+.3f}, "
             f"{f['gain_vs_best_single']['high']:+.3f}]"
         )
-    lines.append(f"report: {result.report_path}")
+    lines.append(f"report: {Path(result.report_path).absolute().as_uri()}")
     return "\n".join(lines)
 
 
@@ -257,7 +265,7 @@ def _run_pipeline(settings: Settings, sources: list[Any], *, quick: bool, synthe
     from flows.runtime import fast_flows
     from retina_core.pipeline import new_run_id
 
-    with fast_flows():
+    with showing_progress(), fast_flows(), progress.stage("pipeline"):
         return retrain_pipeline_flow(
             PipelineParams(sources=sources, quick=quick, synthetic=synthetic, run_id=new_run_id()),
             settings=settings,
@@ -312,8 +320,8 @@ def demo(
     spec = SynthSpec(**DEMO_QUICK if quick else DEMO_FULL)
     data = settings.home / "demo-data" / ("quick" if quick else "full")
     if not (data / "pairs.csv").exists():
-        typer.echo(f"writing synthetic data to {data} ...", err=True)
-        write_synthetic(data, spec)
+        with showing_progress(), progress.stage("synthetic data"):
+            write_synthetic(data, spec)
     sources = [
         SourceSpec(source=Source.APTOS, location=str(data / "aptos")),
         SourceSpec(source=Source.KERMANY, location=str(data / "kermany")),
@@ -322,7 +330,7 @@ def demo(
     if quick:
         settings = demo_quick_settings(settings)
     result = _run_pipeline(settings, sources, quick=False, synthetic=True)
-    _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result))
+    _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result) + "\n" + NEXT_STEP)
 
 
 @app.command()
@@ -333,7 +341,7 @@ def embed(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from flows.embed import EmbedParams, embed_flow
     from flows.runtime import fast_flows
 
-    with fast_flows():
+    with showing_progress(), fast_flows():
         report = embed_flow(EmbedParams(), settings=settings)
     _emit(report.contract(), as_json, report.summary_text())
 

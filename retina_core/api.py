@@ -18,6 +18,7 @@ from retina_core.data.ingest import FileOutcome, process_candidate
 from retina_core.data.sources import SCANNERS, Candidate
 from retina_core.domain import Source
 from retina_core.landing import open_landing
+from retina_core.progress import StageFinished, StageStarted, emit
 from retina_core.storage import ObjectStore, open_store
 
 _ENGINES: dict[str, Engine] = {}
@@ -38,6 +39,8 @@ def curated_store(settings: Settings) -> ObjectStore:
 
 
 def scan_source(settings: Settings, source: Source, location: str) -> list[Candidate]:
+    """Every candidate file of a landing location; starts the ``ingest SOURCE`` stage that :func:`register` ends."""
+    emit(StageStarted(f"ingest {source}"))
     landing, manifest = open_landing(location, source, settings)
     if source is Source.PAIRS and manifest is not None:
         return list(SCANNERS[source](landing, manifest))
@@ -59,7 +62,9 @@ def process_candidates(
 def register(
     settings: Settings, source: Source, location: str, outcomes: Sequence[FileOutcome]
 ) -> IngestSummary:
-    return register_ingest(catalog_engine(settings), source, location, outcomes, settings.split)
+    summary = register_ingest(catalog_engine(settings), source, location, outcomes, settings.split)
+    emit(StageFinished(f"ingest {source}"))
+    return summary
 
 
 def ingest(settings: Settings, source: Source, location: str) -> IngestSummary:

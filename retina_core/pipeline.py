@@ -21,6 +21,7 @@ from retina_core import api
 from retina_core.catalog.repository import IngestSummary
 from retina_core.config import Settings
 from retina_core.domain import Modality, Source
+from retina_core.progress import reports_stage
 from retina_core.reporting.data import ExplainSection
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def stage_explain_fusion(settings: Settings, version: int, run_id: str) -> Expla
     )
 
 
+@reports_stage("report")
 def stage_report(
     settings: Settings,
     run_id: str,

@@ -3,15 +3,26 @@
 Retries are for what a retry can fix: a store or database that was briefly unreachable.
 A computation that failed (bad weights, a damaged image) fails the same way again, so
 :func:`tasks.retries.io_failure` keeps those from being retried.
+
+Progress: planning a modality starts its ``embed MODALITY`` stage and a progress artifact;
+each shard moves both on, and the stage ends when its last image is embedded. Shards are
+counted in this process: on a Dask cluster each worker sees only its own shards, so the
+artifact there moves in steps and :func:`publish_embed_artifacts` sets it to 100% at the end.
 """
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NONE
+import threading
+import time
+from dataclasses import dataclass
+from uuid import UUID
 
-from retina_core import api
+from prefect import task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from retina_core import api, progress
 from retina_core.catalog.registry import ModelVersion
 from retina_core.config import Settings
 from retina_core.domain import Modality
@@ -24,20 +35,74 @@ def select_encoders(settings: Settings) -> dict[Modality, ModelVersion]:
     return embed.encoders_to_use(api.catalog_engine(settings))
 
 
+@dataclass
+class _Tally:
+    """One modality's embedding progress in this flow run: the artifact and the images done."""
+
+    artifact: UUID
+    total: int
+    done: int = 0
+
+
+_tallies: dict[tuple[str, str], _Tally] = {}
+_tallies_lock = threading.Lock()
+
+
+def _tally_key(modality: Modality) -> tuple[str, str]:
+    return str(flow_run.get_id()), Modality(modality).value
+
+
 @task(name="plan-embeddings", cache_policy=NONE, task_run_name="plan-embeddings-{modality}", **IO_RETRIES)
 def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersion) -> embed.EmbedPlan:
-    return embed.plan_embeddings(
+    stage = f"embed {modality}"
+    progress.emit(progress.StageStarted(stage))
+    plan = embed.plan_embeddings(
         settings, api.catalog_engine(settings), api.curated_store(settings), modality, version
     )
+    todo = len(plan.todo)
+    artifact = create_progress_artifact(
+        progress=0.0 if todo else 100.0,
+        key=f"embed-{Modality(modality).value}-progress",
+        description=f"{modality} embeddings: {todo} to compute, {plan.reused} reused from the cache",
+    )
+    with _tallies_lock:
+        _tallies[_tally_key(modality)] = _Tally(artifact, todo)
+    if not todo:
+        progress.emit(progress.StageFinished(stage))
+    return plan
 
 
 @task(name="embed-shard", cache_policy=NONE, task_run_name="embed-shard-{first}", **IO_RETRIES)
 def embed_shard(settings: Settings, plan: embed.EmbedPlan, items: dict[str, str], first: int = 0) -> int:
-    return embed.embed_chunk(settings, api.catalog_engine(settings), api.curated_store(settings), plan, items)
+    started = time.perf_counter()
+    count = embed.embed_chunk(
+        settings, api.catalog_engine(settings), api.curated_store(settings), plan, items
+    )
+    _shard_done(plan.modality, count, len(plan.todo), time.perf_counter() - started)
+    return count
+
+
+def _shard_done(modality: Modality, count: int, total: int, seconds: float) -> None:
+    stage = f"embed {modality}"
+    progress.emit(progress.ShardDone(stage, items=count, total=total, seconds=seconds))
+    with _tallies_lock:
+        tally = _tallies.get(_tally_key(modality))
+        if tally is None:  # a worker process that did not plan this modality
+            return
+        tally.done += count
+        done, finished = tally.done, tally.done >= tally.total
+    update_progress_artifact(tally.artifact, progress=100.0 * min(done, total) / max(total, 1))
+    if finished:
+        progress.emit(progress.StageFinished(stage))
 
 
 @task(name="publish-embed-artifacts", cache_policy=NONE)
 def publish_embed_artifacts(report: embed.EmbedReport) -> None:
+    for modality in Modality:
+        with _tallies_lock:
+            tally = _tallies.pop(_tally_key(modality), None)
+        if tally is not None:
+            update_progress_artifact(tally.artifact, progress=100.0)
     create_table_artifact(
         key="embedding-cache",
         table=[

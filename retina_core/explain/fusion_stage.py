@@ -26,6 +26,7 @@ from retina_core.fusion.embed import Encoder, catalogued_images, embedding_cache
 from retina_core.fusion.train import MODEL_NAME, build_pairs
 from retina_core.models.fusion import load_head
 from retina_core.models.registry import model_for_modality
+from retina_core.progress import reports_stage
 from retina_core.reporting.data import ExplainSection, GalleryItem
 from retina_core.storage import ObjectStore
 
@@ -37,6 +38,7 @@ NOTE = (
 )
 
 
+@reports_stage("explain fusion_head")
 def explain_fusion_registered(
     settings: Settings, engine: Engine, store: ObjectStore, version: int, out_dir: Path
 ) -> ExplainSection:

@@ -31,6 +31,7 @@ from retina_core.explain.pointing import score_pointing, summarise_pointing
 from retina_core.explain.road import road_scores
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import read_json
+from retina_core.progress import reports_stage
 from retina_core.reporting.data import ExplainSection, GalleryItem, pointing_rows, road_rows
 from retina_core.storage import ObjectStore, StorageError
 
@@ -169,6 +170,7 @@ def explain_model(
     )
 
 
+@reports_stage("explain {name}")
 def explain_registered(
     settings: Settings, engine: Engine, store: ObjectStore, name: str, version: int, out_dir: Path
 ) -> ExplainSection:

@@ -54,6 +54,7 @@ from retina_core.fusion.fit import calibrated_scores
 from retina_core.fusion.report import EncoderRef, FusionEvaluation, FusionReport, PairingUsed
 from retina_core.models.fusion import head_spec, load_head
 from retina_core.models.weights import state_dict_to_bytes
+from retina_core.progress import reports_stage
 from retina_core.storage import ObjectStore
 from retina_core.training.device import select_device
 
@@ -243,6 +244,7 @@ def _files(
     return files
 
 
+@reports_stage("train fusion")
 def train_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> FusionReport:
     """Train, compare and register the fusion head; the same inputs reuse the registered version."""
     started = time.perf_counter()

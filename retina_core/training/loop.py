@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from retina_core.config import ModalityTrainSettings
 from retina_core.data.datasets import ArrayDataset
 from retina_core.data.transforms import build_eval_transform, build_train_transform
+from retina_core.domain import Modality
 from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa
 from retina_core.evaluation.thresholds import apply_thresholds
 from retina_core.models.classifier import RetinaClassifier
@@ -164,6 +165,11 @@ def infer_batches(
     )
 
 
+def validation_metric_name(modality: Modality) -> str:
+    """What :func:`validation_metric` measures for ``modality``, as progress displays label it."""
+    return "QWK" if modality is Modality.FUNDUS else "macro-F1"
+
+
 def validation_metric(model: RetinaClassifier, logits: np.ndarray, labels: np.ndarray) -> float:
     """QWK for the ordinal DR grade, macro-F1 for OCT classes (the early-stopping signal)."""
     spec = model.spec
@@ -172,7 +178,7 @@ def validation_metric(model: RetinaClassifier, logits: np.ndarray, labels: np.nd
     else:
         pred = logits.argmax(axis=1)
     k = len(spec.label_names)
-    if spec.modality.value == "fundus":
+    if spec.modality is Modality.FUNDUS:
         value = quadratic_weighted_kappa(labels, pred, k)
     else:
         value = macro_f1(labels, pred, k)

@@ -41,6 +41,7 @@ from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
 from retina_core.models.registry import model_for_modality
 from retina_core.models.spec import ModelSpec
+from retina_core.progress import reports_stage
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
 from retina_core.training.data import (
@@ -124,6 +125,7 @@ def _predict_eval(
     return result, extras
 
 
+@reports_stage("train {modality}")
 def train_modality(
     settings: Settings,
     modality: Modality,

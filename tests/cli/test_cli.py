@@ -87,3 +87,26 @@ def test_demo_quick_trains_longer_than_the_quick_preset_without_growing() -> Non
     for ms in (s.train.fundus, s.train.oct):
         assert (ms.epochs, ms.patience, ms.image_size) == (DEMO_QUICK_EPOCHS, DEMO_QUICK_EPOCHS, 64)
     assert DEMO_QUICK_EPOCHS > 2 and s.evaluation.bootstrap == 200
+
+
+def test_training_shows_plain_stage_and_epoch_lines_on_stderr_only(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal (a CI log, CliRunner) progress is one line per stage and per epoch, on stderr."""
+    monkeypatch.setenv("RETINA_EVALUATION__BOOTSTRAP", "50")
+    monkeypatch.setenv("RETINA_TRAIN__NUM_WORKERS", "0")
+    code, _ = run_json("synth", str(tmp_path / "s"), "--fundus", "0", "--oct", "30", "--size", "48")
+    assert code == 0
+    code, _ = run_json("ingest", "kermany", str(tmp_path / "s" / "kermany"))
+    assert code == 0
+    args = ["--architecture", "test_resnet", "--image-size", "32", "--epochs", "2", "--batch-size", "32"]
+    result = runner.invoke(app, ["train", "oct", *args, "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and json.loads(result.stdout)["model"] == "oct_cnn"
+    lines = [line.split("] ", 1)[1] for line in result.stderr.splitlines() if line.startswith("[")]
+    assert lines[0] == "train oct: started"
+    epochs = [line for line in lines if line.startswith("train oct: epoch ")]
+    assert [line.split(":")[1] for line in epochs] == [" epoch 1/2", " epoch 2/2"]
+    assert all("train loss " in line and "val macro-F1 " in line and " img/s" in line for line in epochs)
+    assert "ETA" in epochs[0] and "ETA" not in epochs[1]  # one epoch left after the first, none after the last
+    assert lines[-1].startswith("train oct: done in ")
