@@ -108,5 +108,7 @@ def test_training_shows_plain_stage_and_epoch_lines_on_stderr_only(
     epochs = [line for line in lines if line.startswith("train oct: epoch ")]
     assert [line.split(":")[1] for line in epochs] == [" epoch 1/2", " epoch 2/2"]
     assert all("train loss " in line and "val macro-F1 " in line and " img/s" in line for line in epochs)
-    assert "ETA" in epochs[0] and "ETA" not in epochs[1]  # one epoch left after the first, none after the last
+    assert (
+        "ETA" in epochs[0] and "ETA" not in epochs[1]
+    )  # one epoch left after the first, none after the last
     assert lines[-1].startswith("train oct: done in ")

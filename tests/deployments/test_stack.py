@@ -95,6 +95,15 @@ def test_default_selection_is_every_local_pool_deployment() -> None:
     assert {d.work_pool for d in everything} == {LOCAL_POOL, GPU_POOL}
 
 
+def test_readme_lists_the_deployments_make_serve_creates(repo_root: Path) -> None:
+    """README's "From the Prefect UI" table names exactly the default selection, nothing stale."""
+    readme = (repo_root / "README.md").read_text()
+    section = readme.split("## From the Prefect UI", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    listed = {name.strip(" `") for row in rows for name in row.split(",")}
+    assert listed == {d.name for d in select_deployments(read_deployments(PREFECT_FILE))}
+
+
 def test_selection_by_name_keeps_order_and_rejects_unknown_names() -> None:
     deployments = read_deployments(PREFECT_FILE)
     assert [d.name for d in select_deployments(deployments, names=["report", "ingest-aptos"])] == [

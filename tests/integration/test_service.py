@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -175,6 +176,34 @@ def new_retrain(watch: RetrainWatch, known: int) -> Callable[[], dict[str, Any] 
     return check
 
 
+def artifacts(service: Service, **where: Any) -> list[dict[str, Any]]:
+    return service.stack.request("POST", "/artifacts/filter", {"artifacts": where}) or []
+
+
+def check_ui_path(service: Service, retrain: str, run_id: str) -> None:
+    """What README's "From the Prefect UI" promises of the retrain-pipeline deployment."""
+    # The Custom run form: the flow's parameter model, every field described.
+    schema = service.stack.request("GET", f"/deployments/{retrain}")["parameter_openapi_schema"]
+    form = schema["definitions"]["PipelineParams"]["properties"]
+    assert {"sources", "quick", "min_new_images", "run_id"} <= set(form)
+    assert all(field.get("description") for field in form.values()), form
+    # Progress that moved while the run went and ended at 100%: training and embedding bars,
+    # and one version of each model's epochs table per epoch (1 epoch here: SMALL_RETRAIN).
+    bars = artifacts(service, type={"any_": ["progress"]})
+    keys = {a["key"] for a in bars}
+    assert {f"{s}-{m}-progress" for s in ("train", "embed") for m in ("fundus", "oct")} <= keys, keys
+    assert all(a["data"] == 100.0 for a in bars), [(a["key"], a["data"]) for a in bars]
+    for modality in ("fundus", "oct"):
+        tables = artifacts(service, key={"like_": f"train-{modality}-epochs-%"})
+        assert len(tables) == 1 and "train_loss" in tables[0]["data"], tables
+    # Where the report appears: the run's link artifact, a file:// link to the written page.
+    links = artifacts(service, key={"any_": ["retina-report"]}, flow_run_id={"any_": [run_id]})
+    assert len(links) == 1, links
+    target = urlparse(links[0]["data"].split("](", 1)[1].rstrip(")"))
+    assert target.scheme == "file" and Path(unquote(target.path)).name == "index.html", target
+    assert Path(unquote(target.path)).is_file(), target
+
+
 # --- the test ----------------------------------------------------------------------------------
 
 
@@ -240,7 +269,10 @@ def test_scheduled_ingest_triggers_one_retrain_at_a_time_and_registers_models(se
     assert at(done_2, "created") < first_ended, "the second retrain arrived too late to test the queue"
     assert "AwaitingConcurrencySlot" in state_names(service, retrain_2["id"]), watch.seen
 
-    # 5. The catalog and the store: one version per model, files matching their rows.
+    # 5. What the README's UI path shows: the form, progress artifacts at 100%, the report link.
+    check_ui_path(service, retrain, retrain_1["id"])
+
+    # 6. The catalog and the store: one version per model, files matching their rows.
     engine = api.catalog_engine(settings)
     store = api.curated_store(settings)
     versions = {(v.name, v.version): v for v in list_versions(engine)}

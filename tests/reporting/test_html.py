@@ -5,6 +5,7 @@ import io
 import logging
 import math
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,41 @@ def test_explanations_show_random_baselines_and_gallery(page: Page, report_data:
     assert "explain-fundus_cnn-road" in page.ids
     assert "misclassified" in page.text["explain-fundus_cnn-gallery"]
     assert NOT_RUN in page.text["explain-oct_cnn-pointing"]
+
+
+class _Zooms(HTMLParser):
+    """Each gallery thumbnail's link target, and the id of the figure it sits in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[str | None] = []
+        self.zooms: list[tuple[str | None, str, str]] = []  # (figure id, link target, img src)
+        self._link: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        d = dict(attrs)
+        if tag == "figure":
+            self.figures.append(d.get("id"))
+        elif tag == "a" and d.get("class") == "zoom":
+            self._link = d.get("href") or ""
+        elif tag == "img" and self._link is not None:
+            self.zooms.append((self.figures[-1], self._link, d.get("src") or ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._link = None
+
+
+def test_gallery_thumbnails_open_full_size_on_click_without_script(written: Path) -> None:
+    html = written.read_text(encoding="utf-8")
+    zooms = _Zooms()
+    zooms.feed(html)
+    assert len(zooms.zooms) == len(GALLERY)
+    for figure_id, target, src in zooms.zooms:
+        assert figure_id and target == f"#{figure_id}", "a thumbnail links to its own figure"
+        assert src.startswith(PNG_PREFIX), "the full-size view is the embedded image, nothing fetched"
+    assert len({figure for figure, _, _ in zooms.zooms}) == len(GALLERY)
+    assert "figure:target img" in html and "<script" not in html
 
 
 def test_banners_say_research_use_and_synthetic(page: Page, report_data: ReportData, tmp_path: Path) -> None:
