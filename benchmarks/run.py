@@ -22,6 +22,8 @@ from pathlib import Path
 from benchmarks.fixtures import BenchContext
 from benchmarks.harness import BenchmarkResult, failed
 from benchmarks.report import environment, render, run_document, usable_cpus, write_json
+from retina_cli.display import showing_progress
+from retina_core import progress
 
 log = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -57,10 +59,10 @@ def load(key: str) -> Benchmark:
 
 def run_benchmark(bench: Benchmark, ctx: BenchContext) -> BenchmarkResult:
     """One benchmark; an exception becomes an "error" row instead of ending the run."""
-    log.info("running %s ...", bench.name)
     started = time.perf_counter()
     try:
-        result = bench.run(ctx)
+        with progress.stage(f"bench {bench.name}"):
+            result = bench.run(ctx)
     except Exception as exc:  # every other row is still worth having
         log.exception("%s failed", bench.name)
         result = failed(bench.name, exc)
@@ -108,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads or usable_cpus())
-    results, text = run_all([load(k) for k in select(args.only)], quick=args.quick, out=args.out)
+    # The rows' progress only: the library's own stages inside a measurement would bury it.
+    with showing_progress(keep=lambda stage: stage.startswith("bench ")):
+        results, text = run_all([load(k) for k in select(args.only)], quick=args.quick, out=args.out)
     sys.stdout.write(text)
     return 1 if any(r.status == "error" for r in results) else 0
 

@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
@@ -216,6 +216,18 @@ class LiveDisplay:
         return text.split(" · ETA")[0]
 
 
+class OnlyStages:
+    """Pass on the events of the stages ``keep`` accepts (``make bench`` shows its rows, not the
+    library's stages inside each measurement)."""
+
+    def __init__(self, sink: progress.Progress, keep: Callable[[str], bool]) -> None:
+        self.sink, self.keep = sink, keep
+
+    def emit(self, event: ProgressEvent) -> None:
+        if self.keep(event.stage):
+            self.sink.emit(event)
+
+
 @contextmanager
 def _logging_to(stream: TextIO) -> Iterator[None]:
     """Point stderr log handlers at ``stream`` (the live display's proxy) for the block.
@@ -239,19 +251,28 @@ def _logging_to(stream: TextIO) -> Iterator[None]:
 
 
 @contextmanager
-def showing_progress(stream: TextIO | None = None) -> Iterator[progress.Progress]:
-    """Install the terminal progress display for the block: live in a terminal, plain lines elsewhere."""
+def showing_progress(
+    stream: TextIO | None = None, *, keep: Callable[[str], bool] | None = None
+) -> Iterator[progress.Progress]:
+    """Install the terminal progress display for the block: live in a terminal, plain lines elsewhere.
+
+    ``keep`` limits the display to the stages it accepts; every stage is shown by default.
+    """
     stream = stream or sys.stderr
     console = Console(file=stream)
     if console.is_terminal and not console.is_dumb_terminal:
         display = LiveDisplay(console)
         display.start()
         try:
-            with _logging_to(sys.stderr), progress.installed(display):
+            with _logging_to(sys.stderr), progress.installed(_kept(display, keep)):
                 yield display
         finally:
             display.close()
         return
     plain = PlainLines(stream)
-    with progress.installed(plain):
+    with progress.installed(_kept(plain, keep)):
         yield plain
+
+
+def _kept(sink: progress.Progress, keep: Callable[[str], bool] | None) -> progress.Progress:
+    return sink if keep is None else OnlyStages(sink, keep)
