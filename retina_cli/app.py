@@ -265,7 +265,7 @@ def _run_pipeline(settings: Settings, sources: list[Any], *, quick: bool, synthe
     from flows.runtime import fast_flows
     from retina_core.pipeline import new_run_id
 
-    with showing_progress(), fast_flows(), progress.stage("pipeline"):
+    with fast_flows(), progress.stage("pipeline"):
         return retrain_pipeline_flow(
             PipelineParams(sources=sources, quick=quick, synthetic=synthetic, run_id=new_run_id()),
             settings=settings,
@@ -292,7 +292,8 @@ def pipeline(
         for src, loc in ((Source.APTOS, aptos), (Source.KERMANY, kermany), (Source.PAIRS, pairs))
         if loc
     ]
-    result = _run_pipeline(settings, sources, quick=quick, synthetic=False)
+    with showing_progress():
+        result = _run_pipeline(settings, sources, quick=quick, synthetic=False)
     _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result))
 
 
@@ -319,9 +320,6 @@ def demo(
     settings = _settings(config)
     spec = SynthSpec(**DEMO_QUICK if quick else DEMO_FULL)
     data = settings.home / "demo-data" / ("quick" if quick else "full")
-    if not (data / "pairs.csv").exists():
-        with showing_progress(), progress.stage("synthetic data"):
-            write_synthetic(data, spec)
     sources = [
         SourceSpec(source=Source.APTOS, location=str(data / "aptos")),
         SourceSpec(source=Source.KERMANY, location=str(data / "kermany")),
@@ -329,7 +327,11 @@ def demo(
     ]
     if quick:
         settings = demo_quick_settings(settings)
-    result = _run_pipeline(settings, sources, quick=False, synthetic=True)
+    with showing_progress():
+        if not (data / "pairs.csv").exists():
+            with progress.stage("synthetic data"):
+                write_synthetic(data, spec)
+        result = _run_pipeline(settings, sources, quick=False, synthetic=True)
     _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result) + "\n" + NEXT_STEP)
 
 

@@ -42,15 +42,15 @@ class StageState:
     started: float
     done: int = 0
     total: int | None = None
-    unit: str = ""
     busy_seconds: float = 0.0
+    timed: int = 0  # epochs or items that busy_seconds covers (a resumed run starts past epoch 1)
     finished: bool = False
 
     def eta(self) -> float | None:
         """Remaining time at the pace so far (epochs or items), None before the first step."""
-        if not self.total or not self.done or self.done >= self.total:
+        if not self.total or not self.timed or self.done >= self.total:
             return None
-        return self.busy_seconds / self.done * (self.total - self.done)
+        return self.busy_seconds / self.timed * (self.total - self.done)
 
 
 def epoch_text(event: EpochDone, eta: float | None) -> str:
@@ -70,14 +70,16 @@ def epoch_info(event: EpochDone, eta: float | None) -> str:
     return text + (f" · ETA {clock(eta)}" if eta is not None else "")
 
 
+def _rate(event: ShardDone) -> float:
+    return event.items / event.seconds if event.seconds > 0 else 0.0
+
+
 def shard_info(event: ShardDone, eta: float | None) -> str:
-    rate = event.items / event.seconds if event.seconds > 0 else 0.0
-    return f"{rate:.0f} img/s" + (f" · ETA {clock(eta)}" if eta is not None else "")
+    return f"{_rate(event):.0f} img/s" + (f" · ETA {clock(eta)}" if eta is not None else "")
 
 
 def shard_text(state: StageState, event: ShardDone, eta: float | None) -> str:
-    rate = event.items / event.seconds if event.seconds > 0 else 0.0
-    text = f"{state.done}/{event.total} images, {rate:.0f} img/s"
+    text = f"{state.done}/{event.total} images, {_rate(event):.0f} img/s"
     return text + (f", ETA {clock(eta)}" if eta is not None else "")
 
 
@@ -98,15 +100,17 @@ class Tracker:
 
     def epoch(self, event: EpochDone) -> StageState:
         state = self.get(event.stage)
-        state.done, state.total, state.unit = event.epoch, event.epochs, "epochs"
+        state.done, state.total = event.epoch, event.epochs
         state.busy_seconds += event.seconds
+        state.timed += 1
         return state
 
     def shard(self, event: ShardDone) -> StageState:
         state = self.get(event.stage)
         state.done += event.items
-        state.total, state.unit = event.total, "images"
+        state.total = event.total
         state.busy_seconds += event.seconds
+        state.timed += event.items
         return state
 
     def finish(self, name: str) -> StageState:
