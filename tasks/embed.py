@@ -6,8 +6,9 @@ A computation that failed (bad weights, a damaged image) fails the same way agai
 
 Progress: planning a modality starts its ``embed MODALITY`` stage and a progress artifact;
 each shard moves both on, and the stage ends when its last image is embedded. Shards are
-counted in this process: on a Dask cluster each worker sees only its own shards, so the
-artifact there moves in steps and :func:`publish_embed_artifacts` sets it to 100% at the end.
+counted in the flow's process (the default thread runner): on a Dask cluster they run in
+worker processes that hold no count, so the artifact stays where it is until
+:func:`publish_embed_artifacts` sets it to 100% at the end.
 """
 
 from __future__ import annotations
