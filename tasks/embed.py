@@ -55,8 +55,6 @@ def _tally_key(modality: Modality) -> tuple[str, str]:
 
 @task(name="plan-embeddings", cache_policy=NONE, task_run_name="plan-embeddings-{modality}", **IO_RETRIES)
 def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersion) -> embed.EmbedPlan:
-    stage = f"embed {modality}"
-    progress.emit(progress.StageStarted(stage))
     plan = embed.plan_embeddings(
         settings, api.catalog_engine(settings), api.curated_store(settings), modality, version
     )
@@ -68,8 +66,8 @@ def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersio
     )
     with _tallies_lock:
         _tallies[_tally_key(modality)] = _Tally(artifact, todo)
-    if not todo:
-        progress.emit(progress.StageFinished(stage))
+    if todo:  # a modality whose embeddings are all cached has no stage to show (fusion re-checks them)
+        progress.emit(progress.StageStarted(f"embed {modality}"))
     return plan
 
 

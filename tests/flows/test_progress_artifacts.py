@@ -109,3 +109,10 @@ def test_embedding_moves_one_progress_artifact_per_modality_shard_by_shard(
         assert len(shards) == math.ceil(images / 16) and sum(s.items for s in shards) == images
         assert {s.total for s in shards} == {images}
         assert recorder.of(progress.StageStarted, stage) and recorder.of(progress.StageFinished, stage)
+
+    again = Recorder()  # all cached now: the bars still end at 100%, but no stage is shown
+    with progress.installed(again):
+        state = embed_flow(EmbedParams(shard_size=16), settings=world.settings, return_state=True)
+    artifacts = {a.key: a for a in _artifacts(state.state_details.flow_run_id)}
+    assert all(artifacts[f"embed-{m.value}-progress"].data == 100.0 for m in Modality)
+    assert again.events == []
