@@ -112,3 +112,18 @@ def test_training_shows_plain_stage_and_epoch_lines_on_stderr_only(
         "ETA" in epochs[0] and "ETA" not in epochs[1]
     )  # one epoch left after the first, none after the last
     assert lines[-1].startswith("train oct: done in ")
+
+
+def test_pipeline_summary_links_the_report_and_the_demo_says_what_next(tmp_path: Path) -> None:
+    import yaml
+
+    from retina_cli.app import NEXT_STEP, _pipeline_summary
+    from retina_core.pipeline import PipelineResult
+
+    page = tmp_path / "reports" / "run 1" / "index.html"
+    result = PipelineResult(run_id="run 1", report_path=str(page), ingested=[], models=[], fusion=None)
+    assert _pipeline_summary(result).splitlines()[-1] == f"report: {page.as_uri()}"
+    assert page.as_uri().startswith("file:///") and "%20" in page.as_uri()  # a link a terminal can open
+    deployment = NEXT_STEP.split("start the ", 1)[1].split(" deployment", 1)[0]
+    prefect_yaml = yaml.safe_load((Path(__file__).parents[2] / "deployments" / "prefect.yaml").read_text())
+    assert "`make serve`" in NEXT_STEP and deployment in {d["name"] for d in prefect_yaml["deployments"]}
