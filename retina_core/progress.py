@@ -9,7 +9,9 @@ Why a process-wide registry rather than one more argument: the stages run inside
 tasks, and a sink handed down through flows would have to be a flow parameter, which must
 stay something a person can type in the UI form. Like :mod:`logging`, the registry is
 an observer the application sets once (:func:`installed`); the default sink does nothing,
-so library code and tests that install none behave exactly as before. Flows run
+so library code and tests that install none behave exactly as before. Where a loop already
+takes a callback (the training loop's ``on_epoch``), the task that calls it turns the
+callback into events beside its Prefect artifacts: one mechanism, not two. Flows run
 in-process with the ``retina`` command (ephemeral API), so its sink sees every stage; a run
 started on a worker has no sink and is seen through its artifacts instead.
 """
