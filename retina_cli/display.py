@@ -239,12 +239,14 @@ def _logging_to(stream: TextIO) -> Iterator[None]:
     A handler keeps the stream it was created with, so without this a log line would be
     written straight through the live display instead of above it.
     """
-    handlers = [
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {
         h
-        for name in (None, "prefect")
-        for h in logging.getLogger(name).handlers
-        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.__stderr__,)
-    ]
+        for logger in loggers
+        if isinstance(logger, logging.Logger)  # the dict also holds placeholders
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler) and h.stream is sys.__stderr__
+    }
     for handler in handlers:
         handler.setStream(stream)
     try:
