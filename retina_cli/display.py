@@ -46,11 +46,24 @@ class StageState:
     timed: int = 0  # epochs or items that busy_seconds covers (a resumed run starts past epoch 1)
     finished: bool = False
 
-    def eta(self) -> float | None:
-        """Remaining time at the pace so far (epochs or items), None before the first step."""
+    def eta(self, *, wall_clock: bool = False) -> float | None:
+        """Remaining time at the pace so far, None before the first step.
+
+        Epochs run one after another, so their own seconds set the pace (the preprocessing
+        before epoch 1 does not count); shards run side by side, so the wall clock does.
+        """
         if not self.total or not self.timed or self.done >= self.total:
             return None
-        return self.busy_seconds / self.timed * (self.total - self.done)
+        spent = time.monotonic() - self.started if wall_clock else self.busy_seconds
+        return spent / self.timed * (self.total - self.done)
+
+    def crossed_tenth(self, items: int) -> bool:
+        """Whether the last ``items`` took the stage past another tenth of its total, or to its end."""
+        if not self.total:
+            return False
+        return (
+            self.done >= self.total or 10 * self.done // self.total > 10 * (self.done - items) // self.total
+        )
 
 
 def epoch_text(event: EpochDone, eta: float | None) -> str:
@@ -70,16 +83,19 @@ def epoch_info(event: EpochDone, eta: float | None) -> str:
     return text + (f" · ETA {clock(eta)}" if eta is not None else "")
 
 
-def _rate(event: ShardDone) -> float:
-    return event.items / event.seconds if event.seconds > 0 else 0.0
+def _rate(state: StageState) -> float:
+    """Items per second since the stage started (shards run side by side)."""
+    seconds = time.monotonic() - state.started
+    return state.done / seconds if seconds > 0 else 0.0
 
 
-def shard_info(event: ShardDone, eta: float | None) -> str:
-    return f"{_rate(event):.0f} img/s" + (f" · ETA {clock(eta)}" if eta is not None else "")
+def shard_info(state: StageState, unit: str, eta: float | None) -> str:
+    short = {"images": "img", "files": "files"}.get(unit, unit)
+    return f"{_rate(state):.0f} {short}/s" + (f" · ETA {clock(eta)}" if eta is not None else "")
 
 
-def shard_text(state: StageState, event: ShardDone, eta: float | None) -> str:
-    text = f"{state.done}/{event.total} images, {_rate(event):.0f} img/s"
+def shard_text(state: StageState, unit: str, eta: float | None) -> str:
+    text = f"{state.done}/{state.total} {unit}, {_rate(state):.0f} {unit}/s"
     return text + (f", ETA {clock(eta)}" if eta is not None else "")
 
 
@@ -108,7 +124,7 @@ class Tracker:
     def shard(self, event: ShardDone) -> StageState:
         state = self.get(event.stage)
         state.done += event.items
-        state.total = event.total
+        state.total = event.total if event.total is not None else state.total
         state.busy_seconds += event.seconds
         state.timed += event.items
         return state
@@ -144,7 +160,10 @@ class PlainLines:
                 self._line(f"{event.stage}: {epoch_text(event, state.eta())}")
             elif isinstance(event, ShardDone):
                 state = self.tracker.shard(event)
-                self._line(f"{event.stage}: {shard_text(state, event, state.eta())}")
+                if not event.items:
+                    self._line(f"{event.stage}: {state.total} {event.unit} to process")
+                elif state.crossed_tenth(event.items):  # ten lines at most, whatever the shard count
+                    self._line(f"{event.stage}: {shard_text(state, event.unit, state.eta(wall_clock=True))}")
 
     def close(self) -> None:
         pass
@@ -211,7 +230,7 @@ class LiveDisplay:
                     total=state.total,
                     completed=state.done,
                     count=f"{state.done}/{state.total}",
-                    info=shard_info(event, state.eta()),
+                    info=shard_info(state, event.unit, state.eta(wall_clock=True)) if event.items else "",
                 )
 
     def _info(self, row: TaskID) -> str:  # the last info without its ETA, once the stage is over

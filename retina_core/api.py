@@ -6,6 +6,7 @@ task can run in another process (a Dask worker) with nothing but picklable argum
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,7 @@ from retina_core.data.ingest import FileOutcome, process_candidate
 from retina_core.data.sources import SCANNERS, Candidate
 from retina_core.domain import Source
 from retina_core.landing import open_landing
-from retina_core.progress import StageFinished, StageStarted, emit
+from retina_core.progress import ShardDone, StageFinished, StageStarted, emit
 from retina_core.storage import ObjectStore, open_store
 
 _ENGINES: dict[str, Engine] = {}
@@ -43,20 +44,30 @@ def scan_source(settings: Settings, source: Source, location: str) -> list[Candi
     emit(StageStarted(f"ingest {source}"))
     landing, manifest = open_landing(location, source, settings)
     if source is Source.PAIRS and manifest is not None:
-        return list(SCANNERS[source](landing, manifest))
-    return list(SCANNERS[source](landing))
+        candidates = list(SCANNERS[source](landing, manifest))
+    else:
+        candidates = list(SCANNERS[source](landing))
+    emit(ShardDone(f"ingest {source}", items=0, total=len(candidates), seconds=0.0, unit="files"))
+    return candidates
 
 
 def process_candidates(
     settings: Settings, source: Source, location: str, candidates: Sequence[Candidate], *, threads: int = 4
 ) -> list[FileOutcome]:
     """Validate and store a batch of files; threads overlap I/O with decoding."""
+    started = time.perf_counter()
     landing, _ = open_landing(location, source, settings)
     store = curated_store(settings)
     if threads <= 1 or len(candidates) <= 1:
-        return [process_candidate(c, landing, store, settings.ingest) for c in candidates]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda c: process_candidate(c, landing, store, settings.ingest), candidates))
+        outcomes = [process_candidate(c, landing, store, settings.ingest) for c in candidates]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(
+                pool.map(lambda c: process_candidate(c, landing, store, settings.ingest), candidates)
+            )
+    seconds = time.perf_counter() - started
+    emit(ShardDone(f"ingest {source}", items=len(outcomes), total=None, seconds=seconds, unit="files"))
+    return outcomes
 
 
 def register(

@@ -57,12 +57,17 @@ class EpochDone:
 
 @dataclass(frozen=True)
 class ShardDone:
-    """One shard of a mapped job (embedding, ingestion chunk): ``items`` of ``total`` more are done."""
+    """One shard of a mapped job (embedding, an ingestion chunk): ``items`` more of ``total`` are done.
+
+    ``total`` None keeps the total announced earlier (a chunk does not know how many files the
+    scan found); ``items`` 0 announces it. ``seconds`` is the shard's own time.
+    """
 
     stage: str
     items: int
-    total: int
+    total: int | None
     seconds: float
+    unit: str = "images"
 
 
 ProgressEvent = StageStarted | StageFinished | EpochDone | ShardDone

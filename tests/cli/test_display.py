@@ -36,7 +36,21 @@ def test_plain_lines_say_stage_epoch_metric_speed_and_eta() -> None:
     assert lines[:3] == ["ingest aptos: started", "ingest aptos: done in 0:00", "train fundus: started"]
     assert lines[3] == "train fundus: epoch 1/4: train loss 1.000, val QWK 0.200, 250 img/s, ETA 1:30"
     assert lines[4].endswith("ETA 1:00")
-    assert lines[-1] == "embed oct: 64/100 images, 128 img/s, ETA 0:00"
+    assert lines[-1].startswith("embed oct: 64/100 images, ") and " images/s, ETA " in lines[-1]
+
+
+def test_plain_lines_for_many_shards_stay_ten_at_most() -> None:
+    """Kermany's 84k files arrive in chunks of 64: a CI log gets a line per tenth, not per chunk."""
+    out = io.StringIO()
+    lines = PlainLines(out)
+    lines.emit(StageStarted("ingest kermany"))
+    lines.emit(ShardDone("ingest kermany", items=0, total=1000, seconds=0.0, unit="files"))
+    for _ in range(100):
+        lines.emit(ShardDone("ingest kermany", items=10, total=None, seconds=0.1, unit="files"))
+    text = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    assert text[1] == "ingest kermany: 1000 files to process"
+    counts = [line.split(": ", 1)[1].split(" ", 1)[0] for line in text[2:]]
+    assert counts == [f"{n}/1000" for n in range(100, 1001, 100)]
 
 
 def test_live_display_keeps_one_row_per_stage_with_its_figures() -> None:
