@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from retina_core.catalog.registry import champion
 from retina_cli.app import app
+from retina_core.catalog.registry import champion
 from retina_core.fusion.report import FusionReport
 from retina_core.models.persist import DamagedWeights
 from retina_core.predict import InvalidImage, Predictor
