@@ -19,6 +19,7 @@ from flows.ingest import IngestParams, ingest_flow
 from flows.train import TrainParams, train_modality_flow
 from retina_core.config import Settings, quick_preset
 from retina_core.domain import Modality
+from retina_core.drift.policy import decide_retrain
 from retina_core.pipeline import PipelineResult, SourceSpec, new_run_id, summarise
 from tasks.explain import explain_fusion_task, explain_task, report_task
 
@@ -33,6 +34,11 @@ class PipelineParams(RunConfig):
     new_images: int | None = Field(
         None, description="New images reported by the triggering event; None when started by hand."
     )
+    drifted: bool = Field(False, description="The drift check found drift beyond its threshold (retrains).")
+    champion_degraded: bool = Field(
+        False, description="The drift check found a champion degraded beyond its margin (retrains)."
+    )
+    drift_summary: str | None = Field(None, description="The drift check's one-line verdict, for the log.")
     synthetic: bool = Field(False, description="Data came from `retina synth` (said plainly in the report).")
     run_id: str | None = Field(None, description="Report folder name; a timestamped id by default.")
 
@@ -55,15 +61,19 @@ def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = No
     if params.quick:
         settings = quick_preset(settings)
     run_id = params.run_id or new_run_id()
-    if params.new_images is not None and params.new_images < params.min_new_images:
-        logger.info("only %d new images (< %d): nothing to retrain", params.new_images, params.min_new_images)
+    decision = decide_retrain(
+        params.new_images,
+        params.min_new_images,
+        drifted=params.drifted,
+        champion_degraded=params.champion_degraded,
+        drift_summary=params.drift_summary,
+    )
+    logger.info(
+        "retrain %s; rules fired: %s; %s", decision.retrain, decision.rules or "none", decision.reason
+    )
+    if not decision.retrain:
         return PipelineResult(
-            run_id=run_id,
-            report_path="",
-            ingested=[],
-            models=[],
-            fusion=None,
-            skipped=f"{params.new_images} new images < min_new_images {params.min_new_images}",
+            run_id=run_id, report_path="", ingested=[], models=[], fusion=None, skipped=decision.reason
         )
     ingested = [
         ingest_flow(IngestParams(source=s.source, location=s.location, emit=False), settings=settings)
@@ -78,7 +88,9 @@ def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = No
     explained = [explain_task.submit(settings, t.model_name, t.version, run_id) for t in trains]
     if fusion is not None:
         explained.append(explain_fusion_task.submit(settings, fusion.version, run_id))
-    path = report_task(settings, run_id, trains, fusion, [e.result() for e in explained], params.synthetic)
+    path = report_task(
+        settings, run_id, trains, fusion, [e.result() for e in explained], params.synthetic, retrain=decision
+    )
     result = summarise(run_id, path, ingested, trains, fusion)
     create_link_artifact(key="retina-report", link=path.as_uri(), description=f"Report of run {run_id}")
     lines = [

@@ -148,6 +148,50 @@ class RegistrySettings(_Section):
     )
 
 
+class DriftSettings(_Section):
+    """How the drift check (``check-drift``) tests new images and when its verdict asks for a retrain."""
+
+    alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Family-wise error rate of one check: Holm's step-down over every test of every "
+        "modality, so an unshifted batch is flagged at most this often.",
+    )
+    min_effect: float = Field(
+        0.2,
+        ge=0.0,
+        description="Smallest effect counted as drift (image statistics: shift in reference standard "
+        "deviations; labels: Cramer's V). A large batch makes a trivial shift significant; this keeps it "
+        "from costing a retrain.",
+    )
+    permutations: int = Field(
+        999,
+        ge=99,
+        description="Permutations of the embedding MMD test; the smallest p-value is 1/(n+1), which must "
+        "stay below alpha / tests for Holm to be able to reject it.",
+    )
+    max_samples: int = Field(
+        500,
+        ge=20,
+        description="Images per side in the embedding test (seeded sample): its cost grows with the "
+        "square of this, its power is bounded by the smaller side anyway.",
+    )
+    min_new_images: int = Field(
+        10,
+        ge=2,
+        description="Fewer new images of a modality than this are reported, not tested: a handful of "
+        "images has little power, and 'enough new images' is the retrain policy's own rule.",
+    )
+    champion_margin: float = Field(
+        0.05,
+        ge=0.0,
+        description="The champion counts as degraded when its primary metric on the new labelled images "
+        "is below its registered figure by more than this and the CI of the difference excludes 0.",
+    )
+    seed: int = 0
+
+
 class Settings(BaseSettings):
     """Everything a run needs. ``RETINA_*`` variables, then an optional YAML/TOML file."""
 
@@ -168,6 +212,7 @@ class Settings(BaseSettings):
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @model_validator(mode="after")
     def _derive_locations(self) -> Settings:

@@ -107,8 +107,14 @@ def stage_report(
     explanations: Sequence[ExplainSection],
     *,
     synthetic: bool,
+    retrain: Any | None = None,
 ) -> Path:
-    """Write the self-contained HTML report locally and keep a copy in the object store."""
+    """Write the self-contained HTML report locally and keep a copy in the object store.
+
+    ``retrain`` is the policy's :class:`~retina_core.drift.policy.RetrainDecision` when the run
+    was started by a trigger; the newest stored drift check is shown beside it.
+    """
+    from retina_core.drift import latest_drift_report
     from retina_core.reporting import write_report
     from retina_core.reporting.assemble import build_report_data
 
@@ -122,6 +128,7 @@ def stage_report(
         explanations=explanations,
         synthetic=synthetic,
     )
+    data = data.model_copy(update={"drift": latest_drift_report(store), "retrain": retrain})
     path = write_report(data, report_dir(settings, run_id))
     for name in ("index.html", "report.json"):
         store.put_bytes(f"reports/{run_id}/{name}", (path.parent / name).read_bytes())

@@ -10,6 +10,7 @@ from prefect.cache_policies import NONE
 
 from retina_core import pipeline
 from retina_core.config import Settings
+from retina_core.drift.policy import RetrainDecision
 from retina_core.reporting.data import ExplainSection
 from tasks.retries import IO_RETRIES
 
@@ -32,5 +33,8 @@ def report_task(
     fusion: Any | None,
     explanations: list[ExplainSection],
     synthetic: bool,
+    retrain: RetrainDecision | None = None,
 ) -> Path:
-    return pipeline.stage_report(settings, run_id, trains, fusion, explanations, synthetic=synthetic)
+    return pipeline.stage_report(
+        settings, run_id, trains, fusion, explanations, synthetic=synthetic, retrain=retrain
+    )

@@ -371,3 +371,26 @@ def quarantine_counts(engine: Engine) -> dict[str, int]:
     with session_scope(engine) as session:
         rows = session.execute(select(QuarantineRow.source, QuarantineRow.path, QuarantineRow.reason)).all()
     return dict(Counter(reason for _, _, reason in set(rows)))
+
+
+def image_versions(engine: Engine, modality: Modality) -> list[dict[str, Any]]:
+    """One modality's images with the dataset version that brought each and its catalogued size.
+
+    What the drift check splits into "what the champion trained on" and "what landed since".
+    """
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(
+                ImageRow.sha256,
+                ImageRow.label,
+                ImageRow.patient_id,
+                ImageRow.split,
+                ImageRow.object_key,
+                ImageRow.width,
+                ImageRow.height,
+                ImageRow.dataset_version,
+            )
+            .where(ImageRow.modality == modality.value)
+            .order_by(ImageRow.sha256)
+        ).all()
+    return [dict(row._mapping) for row in rows]

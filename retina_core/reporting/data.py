@@ -19,6 +19,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retina_core.domain import Modality, Split, class_names
+from retina_core.drift.policy import RetrainDecision
+from retina_core.drift.result import DriftReport
 from retina_core.evaluation import BinaryResult, Estimate, EvaluationResult
 from retina_core.reporting.model_card import ModelCard
 
@@ -198,6 +200,8 @@ class ReportData(_Data):
     fusion_comparison: list[ComparisonRow] | None = None
     missing_modality: list[ComparisonRow] | None = None
     explanations: list[ExplainSection] | None = None
+    drift: DriftReport | None = Field(None, description="The newest drift check; None when none ran.")
+    retrain: RetrainDecision | None = Field(None, description="Why this retrain ran: the rules that fired.")
     notes: list[str] = Field(default_factory=list)
 
     @property

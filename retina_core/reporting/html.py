@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from retina_core.evaluation import BinaryResult, EvaluationResult
 from retina_core.reporting import figures
 from retina_core.reporting.data import GalleryItem, ModelSection, ReportData
+from retina_core.reporting.drift import drift_figures, drift_rows
 from retina_core.reporting.format import (
     NOT_RUN,
     format_estimate,
@@ -93,6 +94,8 @@ def report_figures(data: ReportData) -> dict[str, bytes]:
         )
     if data.missing_modality:
         out["missing-forest"] = figures.forest_png(data.missing_modality, "Missing modality: AUC with 95% CI")
+    if data.drift is not None:
+        out |= drift_figures(data.drift)
     return out
 
 
@@ -148,7 +151,11 @@ def _environment() -> Environment:
         "pct": format_percent,
         "metric": metric_label,
     }
-    env.globals |= {"NOT_RUN": NOT_RUN, "is_binary": lambda r: isinstance(r, BinaryResult)}
+    env.globals |= {
+        "NOT_RUN": NOT_RUN,
+        "is_binary": lambda r: isinstance(r, BinaryResult),
+        "drift_rows": drift_rows,
+    }
     return env
 
 

@@ -27,9 +27,11 @@ EXPECTED = {
     "embed-local": ("flows/embed.py:embed_flow", "embed"),
     "train-fusion": ("flows/fusion.py:train_fusion_flow", "train-fusion"),
     "report": ("flows/report.py:report_flow", "report"),
+    "check-drift": ("flows/drift.py:check_drift_flow", "check-drift"),
 }
 GPU_DEPLOYMENTS = {"train-modality", "embed"}
 DATASET_EVENT = "retina.dataset.updated"
+DRIFT_EVENT = "retina.dataset.drift"
 
 
 def flow_decorator_name(source: str, function: str) -> str | None:
@@ -120,45 +122,90 @@ def test_pull_step_reads_the_project_dir_from_the_worker_at_run_time(prefect_spe
     }
 
 
-def test_retrain_pipeline_is_triggered_by_dataset_updates(
-    deployments_by_name: dict[str, dict[str, Any]],
-) -> None:
+def _trigger(deployment: dict[str, Any]) -> Any:
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    deployment = deployments_by_name["retrain-pipeline"]
     (raw,) = deployment["triggers"]
-    trigger = DeploymentEventTrigger.model_validate(raw)  # Prefect's own schema for the entry
+    return DeploymentEventTrigger.model_validate(raw)  # Prefect's own schema for the entry
+
+
+def test_check_drift_is_triggered_by_dataset_updates(deployments_by_name: dict[str, dict[str, Any]]) -> None:
+    trigger = _trigger(deployments_by_name["check-drift"])
     assert trigger.expect == {DATASET_EVENT}
+    assert trigger.threshold == 1
+    (pattern,) = trigger.match.root.values()
+    assert fnmatch.fnmatchcase("retina.dataset.7", pattern)
+    assert trigger.parameters == {
+        "params": {
+            "dataset_version": "{{ event.payload.dataset_version }}",
+            "new_images": "{{ event.payload.new_images }}",
+        }
+    }
+
+
+def test_retrain_pipeline_is_triggered_by_the_drift_verdict(
+    deployments_by_name: dict[str, dict[str, Any]],
+) -> None:
+    """One trigger per dataset update: the drift check's event, never the update itself as well."""
+    deployment = deployments_by_name["retrain-pipeline"]
+    trigger = _trigger(deployment)
+    assert trigger.expect == {DRIFT_EVENT}
     assert trigger.threshold == 1
     (pattern,) = trigger.match.root.values()
     assert fnmatch.fnmatchcase("retina.dataset.20240101-abc123", pattern)
     assert trigger.parameters is not None
     params = trigger.parameters["params"]
     assert params["new_images"] == "{{ event.payload.new_images }}"
+    assert params["drifted"] == "{{ event.payload.drifted }}"
+    assert params["champion_degraded"] == "{{ event.payload.champion_degraded }}"
     assert params["min_new_images"] == deployment["parameters"]["params"]["min_new_images"]
     assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
 
 
-def test_trigger_parameters_render_the_payload_count_as_an_int(
-    deployments_by_name: dict[str, dict[str, Any]],
-) -> None:
+def _render(raw: dict[str, Any], event_name: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Rendered with the server's own code path (v1 template upgrade, then Jinja hydration)."""
     from prefect.server.events.actions import RunDeployment
     from prefect.server.events.schemas.events import ReceivedEvent
     from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
 
-    (raw,) = deployments_by_name["retrain-pipeline"]["triggers"]
     event = ReceivedEvent(
         occurred=datetime.now(UTC),
-        event=DATASET_EVENT,
-        resource={"prefect.resource.id": "retina.dataset.v7"},
-        payload={"dataset_version": "v7", "source": "kermany", "new_images": 7, "new_pairs": 0},
+        event=event_name,
+        resource={"prefect.resource.id": "retina.dataset.7"},
+        payload=payload,
         id=uuid.uuid4(),
     )
     parameters = copy.deepcopy(raw["parameters"])
     RunDeployment._upgrade_v1_templates(parameters)
-    rendered = hydrate(
+    return hydrate(
         parameters, HydrationContext(render_jinja=True, raise_on_error=True, jinja_context={"event": event})
     )
-    assert rendered == {"params": {"quick": False, "min_new_images": 50, "new_images": 7}}
+
+
+def test_trigger_parameters_render_the_payload_with_its_json_types(
+    deployments_by_name: dict[str, dict[str, Any]],
+) -> None:
+    (check,) = deployments_by_name["check-drift"]["triggers"]
+    updated = {"dataset_version": 7, "source": "kermany", "new_images": 7, "new_pairs": 0}
+    assert _render(check, DATASET_EVENT, updated) == {"params": {"dataset_version": 7, "new_images": 7}}
+
+    (retrain,) = deployments_by_name["retrain-pipeline"]["triggers"]
+    drift = {
+        "new_images": 7,
+        "drifted": True,
+        "champion_degraded": False,
+        "summary": "fundus: drift in brightness",
+    }
+    rendered = _render(retrain, DRIFT_EVENT, drift)
+    assert rendered == {
+        "params": {
+            "quick": False,
+            "min_new_images": 50,
+            "new_images": 7,
+            "drifted": True,
+            "champion_degraded": False,
+            "drift_summary": "fundus: drift in brightness",
+        }
+    }
     assert type(rendered["params"]["new_images"]) is int
+    assert rendered["params"]["drifted"] is True

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from deployments.stack import LocalStack, StackConfig, log_tail  # noqa: E402
 
-DEPLOYMENTS = ("ingest-aptos", "retrain-pipeline")
+DEPLOYMENTS = ("ingest-aptos", "check-drift", "retrain-pipeline")
 
 SMALL_RETRAIN = {
     # Production architectures, shrunken inputs: the point is the wiring, not the accuracy.

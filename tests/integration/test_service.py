@@ -237,9 +237,18 @@ def test_scheduled_ingest_triggers_one_retrain_at_a_time_and_registers_models(se
     ingest_1 = schedule_run(service, ingest, location)
     wait_until(service, "the first ingestion", finished(service, ingest_1, "ingest #1"), 150, watch)
 
-    # 2. The event triggers retrain-pipeline with prefect.yaml's trigger parameters.
-    retrain_1 = wait_until(service, "the triggered retrain", new_retrain(watch, 0), 60, watch)
-    assert retrain_1["parameters"]["params"] == {"quick": False, "min_new_images": 50, "new_images": first}
+    # 2. The event triggers check-drift, whose verdict triggers retrain-pipeline with prefect.yaml's
+    # trigger parameters (no champion yet: nothing to compare with, so no drift).
+    retrain_1 = wait_until(service, "the triggered retrain", new_retrain(watch, 0), 120, watch)
+    params_1 = retrain_1["parameters"]["params"]
+    assert {k: v for k, v in params_1.items() if k != "drift_summary"} == {
+        "quick": False,
+        "min_new_images": 50,
+        "new_images": first,
+        "drifted": False,
+        "champion_degraded": False,
+    }
+    assert "no champion yet" in params_1["drift_summary"]
 
     # 3. A second drop while the retrain runs: its retrain must wait for the slot.
     wait_until(
@@ -252,8 +261,9 @@ def test_scheduled_ingest_triggers_one_retrain_at_a_time_and_registers_models(se
     second = drop_aptos(service.landing, service.scratch, SECOND_DROP, seed=12)
     ingest_2 = schedule_run(service, ingest, location)
     wait_until(service, "the second ingestion", finished(service, ingest_2, "ingest #2"), 150, watch)
-    retrain_2 = wait_until(service, "the second triggered retrain", new_retrain(watch, 1), 60, watch)
+    retrain_2 = wait_until(service, "the second triggered retrain", new_retrain(watch, 1), 120, watch)
     assert retrain_2["parameters"]["params"]["new_images"] == second
+    assert retrain_2["parameters"]["params"]["drifted"] is False  # too few new images to test
 
     # 4. Both complete, one after the other.
     done_1 = wait_until(

@@ -130,12 +130,15 @@ def fundus_width(rng: np.random.Generator, size: int | None) -> int:
     return round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def plan_fundus(seed: int, count: int, size: int | None) -> list[FundusItem]:
-    """APTOS-like photos: grades in APTOS proportions, shuffled, each with a unique 12-hex id."""
+def plan_fundus(
+    seed: int, count: int, size: int | None, grade_weights: Sequence[float] | None = None
+) -> list[FundusItem]:
+    """APTOS-like photos: grades in APTOS proportions (or ``grade_weights``), shuffled, unique 12-hex ids."""
     rng = np.random.default_rng((seed, 0, _STREAM_FUNDUS))
+    weights = APTOS_GRADE_COUNTS if grade_weights is None else grade_weights
     grades = [
         g
-        for g, n in zip(DRGrade, allocate(count, APTOS_GRADE_COUNTS, MIN_FUNDUS_PER_GRADE), strict=True)
+        for g, n in zip(DRGrade, allocate(count, weights, MIN_FUNDUS_PER_GRADE), strict=True)
         for _ in range(n)
     ]
     rng.shuffle(grades)
@@ -169,14 +172,20 @@ def _scans_per_patient(rng: np.random.Generator, scans: int, per_patient: tuple[
     return [int(c) for c in counts]
 
 
-def plan_oct(seed: int, count: int, size: int | None, per_patient: tuple[int, int]) -> list[OctItem]:
-    """Kermany-like scans: class shares as Kermany's, grouped into patients, a tenth of patients in test/."""
+def plan_oct(
+    seed: int,
+    count: int,
+    size: int | None,
+    per_patient: tuple[int, int],
+    class_weights: Sequence[float] | None = None,
+) -> list[OctItem]:
+    """Kermany-like scans: class shares as Kermany's (or ``class_weights``), grouped into patients,
+    a tenth of patients in test/."""
     rng = np.random.default_rng((seed, 0, _STREAM_OCT))
     numbers: set[str] = set()
     patients: list[tuple[OctClass, str, int, Split]] = []
-    for oct_class, scans in zip(
-        OctClass, allocate(count, KERMANY_CLASS_COUNTS, MIN_OCT_PATIENTS_PER_CLASS), strict=True
-    ):
+    weights = KERMANY_CLASS_COUNTS if class_weights is None else class_weights
+    for oct_class, scans in zip(OctClass, allocate(count, weights, MIN_OCT_PATIENTS_PER_CLASS), strict=True):
         counts = _scans_per_patient(rng, scans, per_patient)
         tests = round(TEST_PATIENT_FRACTION * len(counts))
         tests = min(max(tests, 1 if len(counts) >= 2 else 0), len(counts) - 1)

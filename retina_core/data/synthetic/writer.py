@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from retina_core.data.synthetic.fundus import render_fundus
 from retina_core.data.synthetic.oct import OctPatient, render_oct
 from retina_core.data.synthetic.plan import FundusItem, OctItem, PairItem, plan_fundus, plan_oct, plan_pairs
+from retina_core.data.synthetic.shift import CameraShift, Shift, apply_camera
 from retina_core.domain import OctClass
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class SynthSpec(BaseModel):
     oct_scans_per_patient: tuple[int, int] = Field((1, 4), description="Range of B-scans per OCT patient.")
     complementary_fraction: float = Field(
         0.35, ge=0.0, le=1.0, description="Share of diseased pairs that show disease in one modality only."
+    )
+    shift: Shift = Field(
+        default_factory=Shift,
+        description="Another camera or case mix for the APTOS and Kermany sets (drift tests); none by default.",
     )
 
     @model_validator(mode="after")
@@ -111,10 +116,13 @@ def write_synthetic(out: Path, spec: SynthSpec, *, overwrite: bool = False) -> S
     out = Path(out)
     _clear(out, overwrite)
     summary = SynthSummary(out=out)
+    shift = spec.shift
     if spec.fundus:
-        _write_aptos(out, plan_fundus(spec.seed, spec.fundus, spec.size), summary)
+        items = plan_fundus(spec.seed, spec.fundus, spec.size, shift.fundus_grade_weights)
+        _write_aptos(out, items, summary, shift.camera)
     if spec.oct:
-        _write_kermany(out, plan_oct(spec.seed, spec.oct, spec.size, spec.oct_scans_per_patient), summary)
+        plan = plan_oct(spec.seed, spec.oct, spec.size, spec.oct_scans_per_patient, shift.oct_class_weights)
+        _write_kermany(out, plan, summary, shift.camera)
     if spec.pairs:
         _write_pairs(out, plan_pairs(spec.seed, spec.pairs, spec.size, spec.complementary_fraction), summary)
     logger.info(
@@ -155,11 +163,12 @@ def _write(path: Path, image: np.ndarray, summary: SynthSummary) -> None:
     summary.files.append(path)
 
 
-def _write_aptos(out: Path, items: list[FundusItem], summary: SynthSummary) -> None:
+def _write_aptos(out: Path, items: list[FundusItem], summary: SynthSummary, camera: CameraShift) -> None:
     root = out / "aptos"
     masks = 0
     for item in items:
         image, mask = render_fundus(item.grade, np.random.default_rng(item.seed), item.width)
+        image, mask = apply_camera(image, mask, camera)
         _write(root / "train_images" / f"{item.id_code}.png", image, summary)
         if item.grade > 0:
             _write(root / "train_masks" / f"{item.id_code}.png", mask, summary)
@@ -170,7 +179,7 @@ def _write_aptos(out: Path, items: list[FundusItem], summary: SynthSummary) -> N
     summary.masks["aptos"] = masks
 
 
-def _write_kermany(out: Path, items: list[OctItem], summary: SynthSummary) -> None:
+def _write_kermany(out: Path, items: list[OctItem], summary: SynthSummary, camera: CameraShift) -> None:
     root = out / "kermany"
     patients: dict[str, OctPatient] = {}
     masks = 0
@@ -179,6 +188,7 @@ def _write_kermany(out: Path, items: list[OctItem], summary: SynthSummary) -> No
             patients[item.patient] = OctPatient.draw(np.random.default_rng(item.patient_seed))
         rng = np.random.default_rng(item.seed)
         image, mask = render_oct(item.oct_class, rng, item.width, item.height, patients[item.patient])
+        image, mask = apply_camera(image, mask, camera)
         folder = root / "OCT2017" / str(item.split) / item.oct_class.name
         _write(folder / f"{item.stem}.jpeg", image, summary)
         if item.oct_class is not OctClass.NORMAL:
