@@ -34,7 +34,7 @@ from retina_core.drift.result import (
     ModalityDrift,
 )
 from retina_core.drift.sample import Images, compute_features, reference_features, sample, split_reference
-from retina_core.drift.tests import histogram, holm, ks_test, label_test, standardised_shift
+from retina_core.drift.twosample import histogram, holm, ks_test, label_test, standardised_shift
 from retina_core.drift.watch import watch_champion
 from retina_core.evaluation.bootstrap import Estimate
 from retina_core.evaluation.task_spec import TaskSpec

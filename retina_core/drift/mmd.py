@@ -1,6 +1,6 @@
 """A kernel two-sample test (maximum mean discrepancy) on encoder embeddings, with a permutation p-value.
 
-Written here rather than taken from alibi-detect (see :mod:`retina_core.drift.tests`): the
+Written here rather than taken from alibi-detect (see :mod:`retina_core.drift.twosample`): the
 test is one kernel matrix and a weighted sum per permutation. All permutations are scored
 at once as ``diag(W K Wᵀ)`` with ``W`` the (permutations, n) matrix of signed sample
 weights, so a thousand permutations cost two matrix products, not a Python loop.
