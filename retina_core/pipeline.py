@@ -114,7 +114,7 @@ def stage_report(
     ``retrain`` is the policy's :class:`~retina_core.drift.policy.RetrainDecision` when the run
     was started by a trigger; the newest stored drift check is shown beside it.
     """
-    from retina_core.drift import latest_drift_report
+    from retina_core.drift.check import latest_drift_report
     from retina_core.reporting import write_report
     from retina_core.reporting.assemble import build_report_data
 

@@ -8,7 +8,8 @@ from prefect.cache_policies import NONE
 
 from retina_core import api
 from retina_core.config import Settings
-from retina_core.drift import DriftReport, check_drift
+from retina_core.drift import DriftReport
+from retina_core.drift.check import check_drift
 from retina_core.reporting.drift import drift_markdown, drift_rows
 from tasks.retries import IO_RETRIES
 

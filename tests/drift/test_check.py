@@ -9,8 +9,8 @@ import torch
 from retina_core.catalog.registry import champion
 from retina_core.catalog.repository import image_versions
 from retina_core.domain import Modality
-from retina_core.drift import DriftReport, check_drift, latest_drift_report
-from retina_core.drift.check import champion_predictions, ensure_embeddings
+from retina_core.drift import DriftReport
+from retina_core.drift.check import champion_predictions, check_drift, ensure_embeddings, latest_drift_report
 from retina_core.drift.sample import Images, split_reference
 from retina_core.fusion.embed import catalogued_images, open_encoder
 from retina_core.models.registry import model_for_modality
