@@ -47,6 +47,7 @@ BENCHMARKS = (
     "ingestion",
     "inference",
     "training_throughput",
+    "drift_check",
 )
 """Modules under ``benchmarks/``, in table order; each has ``NAME`` and ``run(ctx)``."""
 
