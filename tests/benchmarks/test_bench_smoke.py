@@ -139,6 +139,7 @@ def test_every_registered_benchmark_is_selectable() -> None:
         "ingestion",
         "inference",
         "training_throughput",
+        "drift_check",
     ]
     folder = Path(benchmarks.__file__).parent
     assert all((folder / f"{key}.py").is_file() for key in select(None))
