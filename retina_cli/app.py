@@ -349,6 +349,30 @@ def embed(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def drift(
+    dataset_version: Annotated[
+        int | None,
+        typer.Option("--dataset-version", help="Check images up to this version; newest by default."),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the images that landed since the champions trained for drift; prints the verdict.
+
+    Emits no event (a check by hand must not start a retrain); the check-drift deployment does.
+    """
+    _prefect(_settings(config))
+    from flows.drift import DriftParams, check_drift_flow
+    from flows.runtime import fast_flows
+
+    config_file = None if config is None else str(config)
+    params = DriftParams(config_file=config_file, dataset_version=dataset_version, emit=False)
+    with fast_flows():
+        result = check_drift_flow(params)
+    _emit(result.payload(), as_json, result.summary())
+
+
+@app.command()
 def report(
     run: Annotated[str | None, typer.Option("--run", help="Run id; the newest run by default.")] = None,
     config: ConfigOption = None,

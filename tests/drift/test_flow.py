@@ -27,7 +27,7 @@ def test_check_drift_flow_emits_the_verdict_and_publishes_artifacts(
     environment: DriftWorld, prefect_api: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     import flows.drift as drift_module
     from flows.drift import DATASET_DRIFT, DriftParams, check_drift_flow
@@ -40,7 +40,10 @@ def test_check_drift_flow_emits_the_verdict_and_publishes_artifacts(
         return real_emit(**kwargs)
 
     monkeypatch.setattr(drift_module, "emit_event", spy)
-    report = check_drift_flow(DriftParams(dataset_version=environment.shifted_version, new_images=60))
+    state = check_drift_flow(
+        DriftParams(dataset_version=environment.shifted_version, new_images=60), return_state=True
+    )
+    report = state.result()
     assert report.drifted
     (event,) = emitted
     assert event["event"] == DATASET_DRIFT
@@ -51,7 +54,12 @@ def test_check_drift_flow_emits_the_verdict_and_publishes_artifacts(
     assert set(payload["modalities"]) == {"fundus", "oct"}
     with get_client(sync_client=True) as client:
         keys = ["retina-drift", "retina-drift-tests"]
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=keys),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
+        )
     assert {a.key for a in artifacts} == set(keys)
     markdown = next(a for a in artifacts if a.key == "retina-drift").data
     assert "**Drift detected**" in markdown and report.check_id in markdown
@@ -78,3 +86,19 @@ def test_the_pipeline_retrains_on_drift_below_min_new_images_and_skips_otherwise
         retrain_pipeline_flow(
             PipelineParams(new_images=12, min_new_images=50, drifted=True, drift_summary="fundus: drift")
         )
+
+
+def test_retina_drift_prints_the_verdict_as_json(environment: DriftWorld, prefect_api: None) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from retina_cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["drift", "--json", "--dataset-version", str(environment.unshifted_version)]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["drifted"] is False and payload["dataset_version"] == environment.unshifted_version
+    assert payload["modalities"]["fundus"]["n_new"] == 60
