@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
+from prefect.states import State
 from pydantic import Field
 
 from flows.common import RunConfig
@@ -36,10 +37,36 @@ def drift_event_payload(report: DriftReport, new_images: int | None) -> dict[str
     return report.payload() | {"new_images": report.new_images if new_images is None else new_images}
 
 
+def failed_check_payload(params: DriftParams, error: str) -> dict[str, object]:
+    """The verdict of a check that could not run: no drift claimed, the image count still counts.
+
+    The retrain trigger listens to this event only, so a broken check (an unreadable champion,
+    a store away) must not also switch off the "enough new images" rule.
+    """
+    return {
+        "dataset_version": params.dataset_version,
+        "new_images": params.new_images or 0,
+        "drifted": False,
+        "champion_degraded": False,
+        "summary": f"drift check failed ({error}); only the new-images rule applies",
+    }
+
+
 @flow(name="check-drift", flow_run_name="check-drift", log_prints=False)
-def check_drift_flow(params: DriftParams) -> DriftReport:
+def check_drift_flow(params: DriftParams) -> DriftReport | State:
     logger = get_run_logger()
-    report = check_drift_task(params.settings(), params.dataset_version)
+    state = check_drift_task(params.settings(), params.dataset_version, return_state=True)
+    if state.is_failed():
+        error = type(state.result(raise_on_failure=False)).__name__
+        logger.error("drift check failed (%s); emitting a verdict without drift", error)
+        if params.emit:
+            emit_event(
+                event=DATASET_DRIFT,
+                resource={"prefect.resource.id": f"retina.dataset.{params.dataset_version}"},
+                payload=failed_check_payload(params, error),
+            )
+        return state  # the flow run ends failed, with the task's error
+    report: DriftReport = state.result()
     logger.info(
         "drift check %s: %s; %s",
         report.check_id,

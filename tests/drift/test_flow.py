@@ -102,3 +102,25 @@ def test_retina_drift_prints_the_verdict_as_json(environment: DriftWorld, prefec
     payload = json.loads(result.stdout)
     assert payload["drifted"] is False and payload["dataset_version"] == environment.unshifted_version
     assert payload["modalities"]["fundus"]["n_new"] == 60
+
+
+def test_a_failed_check_still_lets_the_new_images_rule_decide(
+    environment: DriftWorld, prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import task
+
+    import flows.drift as drift_module
+    from flows.drift import DriftParams, check_drift_flow
+
+    @task(name="check-drift")
+    def broken(settings: Any, dataset_version: int | None) -> None:
+        raise ValueError("champion weights unreadable")
+
+    emitted: list[dict[str, Any]] = []
+    monkeypatch.setattr(drift_module, "check_drift_task", broken)
+    monkeypatch.setattr(drift_module, "emit_event", lambda **kwargs: emitted.append(kwargs))
+    state = check_drift_flow(DriftParams(dataset_version=9, new_images=70), return_state=True)
+    assert state.is_failed()
+    (event,) = emitted
+    assert event["payload"]["new_images"] == 70 and event["payload"]["drifted"] is False
+    assert "ValueError" in event["payload"]["summary"] and "unreadable" not in event["payload"]["summary"]
