@@ -177,7 +177,7 @@ class DriftSettings(_Section):
         description="Images per side in the embedding test (seeded sample): its cost grows with the "
         "square of this, its power is bounded by the smaller side anyway.",
     )
-    min_new_images: int = Field(
+    min_images_to_test: int = Field(
         10,
         ge=2,
         description="Fewer new images of a modality than this are reported, not tested: a handful of "

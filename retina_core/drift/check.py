@@ -168,7 +168,7 @@ def check_modality(
         n_new=len(new),
         n_new_labelled=len(new.labelled()),
     )
-    if len(new) < ds.min_new_images or len(reference) < ds.min_new_images:
+    if len(new) < ds.min_images_to_test or len(reference) < ds.min_images_to_test:
         return base.model_copy(
             update={"note": f"{len(new)} new vs {len(reference)} reference images: too few to test"}
         )
@@ -190,7 +190,7 @@ def check_modality(
     )
     labelled = new.labelled()
     labels = watch = None
-    if len(labelled) >= ds.min_new_images:
+    if len(labelled) >= ds.min_images_to_test:
         names = class_names(modality)
         ref_labels = [label for label in reference.labels if label is not None]
         new_labels = [int(new.labels[i]) for i in labelled]

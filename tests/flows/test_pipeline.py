@@ -75,6 +75,8 @@ def test_pipeline_writes_a_complete_report(pipeline_run) -> None:
         primary = re.search(rf'id="model-{model}-primary">([^<]+)<', html)
         assert primary and re.fullmatch(r"-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]", primary.group(1).strip())
     assert "shuffled" in html.lower() and ("virtual" in html.lower() or "real" in html.lower())
+    # Started by hand: the retrain policy's decision (rule "manual") is in the report.
+    assert re.search(r'id="retrain-reason">Retrain ran: rule\(s\) fired: <strong>manual</strong>', html)
     # Every gallery image the report refers to was written beside it.
     import json
 
