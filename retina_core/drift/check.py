@@ -47,6 +47,8 @@ from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 DRIFT_ROOT = "drift"
+WATCH_FACTOR = 10
+"""New images embedded per check, as a multiple of ``DriftSettings.max_samples``."""
 
 
 def feature_tests(reference: np.ndarray, new: np.ndarray) -> list[FeatureDrift]:
@@ -193,9 +195,12 @@ def check_modality(
     features = feature_tests(reference_features(store, modality, reference), compute_features(store, new))
     encoder = open_encoder(store, current)
     ref_rows = sample(len(reference), ds.max_samples, ds.seed)
-    new_emb = ensure_embeddings(settings, engine, store, encoder, new, np.arange(len(new)))
+    # Embeddings (and the champion watch) on a bounded sample of the new images: memory stays
+    # at most WATCH_FACTOR * max_samples rows whatever lands, and the embed stage does the rest.
+    new_rows = sample(len(new), WATCH_FACTOR * ds.max_samples, ds.seed + 1)
+    new_emb = ensure_embeddings(settings, engine, store, encoder, new, new_rows)
     ref_emb = ensure_embeddings(settings, engine, store, encoder, reference, ref_rows)
-    picked = sample(len(new), ds.max_samples, ds.seed + 1)
+    picked = sample(len(new_rows), ds.max_samples, ds.seed + 2)
     mmd = mmd_test(ref_emb, new_emb[picked], permutations=ds.permutations, seed=ds.seed)
     embedding = EmbeddingDrift(
         model=base.champion or name,
@@ -221,7 +226,17 @@ def check_modality(
             p_value=p,
             cramers_v=v,
         )
-        watch = _watch(settings, store, encoder, current, new, new_emb[labelled], labelled, len(names))
+        watched = [k for k, row in enumerate(new_rows) if new.labels[row] is not None]
+        watch = _watch(
+            settings,
+            store,
+            encoder,
+            current,
+            new,
+            new_emb[watched],
+            [int(new_rows[k]) for k in watched],
+            len(names),
+        )
     return base.model_copy(
         update={"features": features, "embedding": embedding, "labels": labels, "watch": watch}
     )
