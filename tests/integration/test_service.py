@@ -1,4 +1,4 @@
-"""The deployed service end to end: scheduled ingestion → event → triggered retrain → registry.
+"""The deployed service end to end: scheduled ingestion → event → drift check → triggered retrain → registry.
 
 Real processes over loopback: ``prefect server`` on PostgreSQL, a process worker, S3 on
 moto's HTTP server, the catalog on PostgreSQL. The deployments come from the unmodified
