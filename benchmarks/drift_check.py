@@ -63,7 +63,7 @@ def write_photos(folder: Path, count: int, first: int, seed: int) -> Path:
 def run(ctx: BenchContext) -> BenchmarkResult:
     import torch
 
-    from retina_core import api
+    from retina_core import verbs
     from retina_core.catalog.registry import promote, register_version
     from retina_core.catalog.repository import image_versions, latest_dataset_version
     from retina_core.domain import Modality, Source
@@ -79,8 +79,8 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     started = time.perf_counter()
     root = ctx.new_dir("drift")
     settings = bench_settings(root / "home", image_size=ctx.scale.workspace_image_size)
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
-    api.ingest(settings, Source.APTOS, str(write_photos(root / "reference", reference_n, 0, seed=1)))
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
+    verbs.ingest(settings, Source.APTOS, str(write_photos(root / "reference", reference_n, 0, seed=1)))
     reference_version = latest_dataset_version(engine)
     ms = settings.train.fundus
     name = model_for_modality(Modality.FUNDUS)
@@ -98,7 +98,7 @@ def run(ctx: BenchContext) -> BenchmarkResult:
         data_version=reference_version,
     )
     promote(engine, name, version.version, actor="bench", reason="stand-in champion")
-    api.ingest(settings, Source.APTOS, str(write_photos(root / "new", new_n, reference_n, seed=2)))
+    verbs.ingest(settings, Source.APTOS, str(write_photos(root / "new", new_n, reference_n, seed=2)))
     reference, new = split_reference(image_versions(engine, Modality.FUNDUS), reference_version)
     encoder = open_encoder(store, version)
     cache = embedding_cache(settings, engine, store, encoder.cache_key)

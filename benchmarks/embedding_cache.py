@@ -23,14 +23,14 @@ TARGET = Target("speedup", 20.0)
 
 def run(ctx: BenchContext) -> BenchmarkResult:
     try:
+        from benchmarks.fusion_stage import fusion_stage
         from retina_core.fusion.embed import embed_all
-        from retina_core.fusion.train import fusion_stage
     except ImportError as exc:
         return not_run(NAME, f"{exc.name or 'retina_core.fusion'} missing")
-    from retina_core import api
+    from retina_core import verbs
 
     settings = ctx.workspace_copy("embedding-cache")
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
     started = time.perf_counter()
     filled = embed_all(settings, engine, store)
     fill_seconds = time.perf_counter() - started

@@ -112,7 +112,7 @@ def copy_home(src: Path, dst: Path) -> Path:
 
 def ingest_synthetic(settings: Settings, data: Path) -> None:
     """Ingest whatever ``write_synthetic`` wrote under ``data`` (APTOS, Kermany, pairs)."""
-    from retina_core.pipeline import stage_ingest
+    from retina_core import verbs
 
     for source, location in (
         (Source.APTOS, "aptos"),
@@ -120,7 +120,7 @@ def ingest_synthetic(settings: Settings, data: Path) -> None:
         (Source.PAIRS, "pairs.csv"),
     ):
         if (data / location).exists():
-            stage_ingest(settings, source, str(data / location))
+            verbs.ingest(settings, source, str(data / location))
 
 
 def write_data(out: Path, **spec: int | None) -> Path:
@@ -146,9 +146,8 @@ class Workspace:
 
 def build_workspace(root: Path, home: Path, scale: Scale) -> Workspace:
     """Ingest a small data set, train both encoders on it, and write the increment beside it."""
-    from retina_core import api
+    from retina_core import verbs
     from retina_core.catalog.repository import image_records
-    from retina_core.pipeline import stage_train
 
     started = time.perf_counter()
     data = write_data(
@@ -162,8 +161,8 @@ def build_workspace(root: Path, home: Path, scale: Scale) -> Workspace:
     settings = bench_settings(home, image_size=scale.workspace_image_size)
     ingest_synthetic(settings, data)
     for modality in (Modality.FUNDUS, Modality.OCT):
-        stage_train(settings, modality)
-    engine = api.catalog_engine(settings)
+        verbs.train(settings, modality)
+    engine = verbs.catalog_engine(settings)
     images = {m.value: len(image_records(engine, m, labeled_only=False)) for m in Modality}
     increment = write_data(
         root / "increment-data",

@@ -30,14 +30,14 @@ def run(ctx: BenchContext) -> BenchmarkResult:
         from retina_core.fusion.embed import embed_all
     except ImportError as exc:
         return not_run(NAME, f"{exc.name or 'retina_core.fusion'} missing")
-    from retina_core import api
+    from retina_core import verbs
 
     ws = ctx.workspace
     started = time.perf_counter()
     cold = ctx.workspace_copy("incremental-cold")
     ingest_synthetic(cold, ws.increment)
     warm = ctx.workspace_copy("incremental-warm")
-    before = embed_all(warm, api.catalog_engine(warm), api.curated_store(warm))
+    before = embed_all(warm, verbs.catalog_engine(warm), verbs.curated_store(warm))
     ingest_synthetic(warm, ws.increment)
     snapshot_seconds = time.perf_counter() - started
     reports: dict[str, list[Any]] = {"cold": [], "warm": []}
@@ -48,7 +48,7 @@ def run(ctx: BenchContext) -> BenchmarkResult:
 
         def work(settings: Settings) -> None:
             reports[kind].append(
-                embed_all(settings, api.catalog_engine(settings), api.curated_store(settings))
+                embed_all(settings, verbs.catalog_engine(settings), verbs.curated_store(settings))
             )
 
         def teardown(settings: Settings) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.fixtures import BenchContext, bench_settings, ingest_synthetic
 from benchmarks.harness import BenchmarkResult, Budget, Side, interleave, not_run
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import Settings
 from retina_core.data.synthetic import SynthSpec, write_synthetic
 from retina_core.domain import Modality
@@ -38,7 +38,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def trained_home(ctx: BenchContext, *, fusion: bool) -> Settings:
     """Both encoders (and the fusion head, if asked) registered at 224 px (untimed setup)."""
-    from retina_core.pipeline import stage_embed, stage_fusion, stage_train
 
     data = ctx.new_dir("inference-data")
     write_synthetic(data, TRAIN_DATA)
@@ -49,10 +48,10 @@ def trained_home(ctx: BenchContext, *, fusion: bool) -> Settings:
             ms.max_train_images = QUICK_TRAIN_IMAGES
     ingest_synthetic(settings, data)
     for modality in (Modality.FUNDUS, Modality.OCT):
-        stage_train(settings, modality)
+        verbs.train(settings, modality)
     if fusion:
-        stage_embed(settings)
-        stage_fusion(settings)
+        verbs.embed(settings)
+        verbs.train_fusion(settings)
     return settings
 
 
@@ -73,7 +72,7 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     started = time.perf_counter()
     settings = trained_home(ctx, fusion=not ctx.quick)
     setup_seconds = time.perf_counter() - started
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
 
     def load(_: object) -> Any:
         return Predictor(settings, engine, store)

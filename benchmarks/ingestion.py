@@ -15,7 +15,7 @@ from PIL import Image
 
 from benchmarks.fixtures import BenchContext, bench_settings
 from benchmarks.harness import BenchmarkResult, Budget, Side, Target, interleave
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import Settings
 from retina_core.domain import Source
 
@@ -38,11 +38,11 @@ def run(ctx: BenchContext) -> BenchmarkResult:
 
     def setup() -> Settings:
         settings = bench_settings(ctx.new_dir("ingest-home"), image_size=128)
-        api.catalog_engine(settings)  # create + migrate the catalog outside the clock
+        verbs.catalog_engine(settings)  # create + migrate the catalog outside the clock
         return settings
 
     def ingest(settings: Settings) -> None:
-        summaries.append(api.ingest(settings, Source.APTOS, str(landing)).accepted)
+        summaries.append(verbs.ingest(settings, Source.APTOS, str(landing)).accepted)
 
     def teardown(settings: Settings) -> None:
         shutil.rmtree(settings.home, ignore_errors=True)
@@ -55,7 +55,7 @@ def run(ctx: BenchContext) -> BenchmarkResult:
             images=len(paths),
         ),
         Side(
-            "api.ingest (scan, read, SHA-256, validate, store, catalog) into a fresh home",
+            "verbs.ingest (scan, read, SHA-256, validate, store, catalog) into a fresh home",
             ingest,
             setup=setup,
             teardown=teardown,

@@ -19,7 +19,7 @@ from benchmarks.fixtures import BenchContext
 from benchmarks.harness import BenchmarkResult, Budget, Side, Target, interleave
 from benchmarks.preprocessing_cache import one_pass
 from benchmarks.train_step import step_runner
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.repository import image_records
 from retina_core.data.datasets import ArrayDataset
 from retina_core.data.transforms import build_train_transform
@@ -35,8 +35,8 @@ TARGET = Target("speedup", 1.5)
 def run(ctx: BenchContext) -> BenchmarkResult:
     settings = ctx.originals
     ms = settings.train.fundus
-    store = api.curated_store(settings)
-    records = image_records(api.catalog_engine(settings), Modality.FUNDUS, labeled_only=False)
+    store = verbs.curated_store(settings)
+    records = image_records(verbs.catalog_engine(settings), Modality.FUNDUS, labeled_only=False)
     cache = cache_for(store, Modality.FUNDUS, ms.image_size, ms.ben_graham)
     ensure_preprocessed(cache, store, records)
 

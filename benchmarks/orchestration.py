@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks.fixtures import BenchContext, bench_settings
 from benchmarks.harness import BenchmarkResult, Budget, Side, Target, interleave, not_run
-from retina_core.config import Settings
+from retina_core.config import Settings, write_settings_file
 from retina_core.data.synthetic import SynthSpec, write_synthetic
 from retina_core.domain import Source
 
@@ -189,7 +189,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     settings = Settings.model_validate_json(Path(argv[1]).read_text(encoding="utf-8"))
     data = Path(argv[2])
-    from retina_core.pipeline import SourceSpec
+    from retina_core.results import SourceSpec
 
     specs = [SourceSpec.model_validate(s) for s in sources(data)]
     if side == "plain":
@@ -202,7 +202,8 @@ def main(argv: Sequence[str]) -> int:
     from flows.runtime import fast_flows
 
     with fast_flows():
-        retrain_pipeline_flow(PipelineParams(sources=specs, synthetic=True), settings=settings)
+        config = write_settings_file(settings, Path(argv[1]).with_suffix(".yaml"))
+        retrain_pipeline_flow(PipelineParams(sources=specs, synthetic=True, config_file=str(config)))
     return 0
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.fixtures import BenchContext
 from benchmarks.harness import BenchmarkResult, Budget, Side, Target, interleave
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.repository import image_records
 from retina_core.data.datasets import ArrayDataset, Transform
 from retina_core.data.preprocess import preprocess
@@ -60,8 +60,8 @@ def one_pass(dataset: Dataset[tuple[torch.Tensor, int]], batch_size: int, kwargs
 def run(ctx: BenchContext) -> BenchmarkResult:
     settings = ctx.originals
     ms = settings.train.fundus
-    store = api.curated_store(settings)
-    records = image_records(api.catalog_engine(settings), Modality.FUNDUS, labeled_only=False)
+    store = verbs.curated_store(settings)
+    records = image_records(verbs.catalog_engine(settings), Modality.FUNDUS, labeled_only=False)
     labels = np.array([max(r.label, 0) for r in records], dtype=np.int64)
     spec = create_model("fundus_cnn", architecture=ms.architecture, image_size=ms.image_size).spec
     transform = build_train_transform(spec)

@@ -9,14 +9,15 @@ encoders maps nothing.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from pydantic import Field
 
 from flows.common import RunConfig
-from retina_core.config import Settings
 from retina_core.domain import Modality
-from retina_core.fusion.embed import EmbedReport, EmbedStats, stats_of
+from retina_core.fusion.embed import stats_of
+from retina_core.results import EmbedReport, EmbedStats
 from tasks.embed import embed_shard, plan_embeddings, publish_embed_artifacts, select_encoders
 
 
@@ -31,16 +32,13 @@ class EmbedParams(RunConfig):
         None, ge=1, le=4096, description="Images per forward pass; None keeps the settings'."
     )
 
-    def apply(self, settings: Settings) -> Settings:
-        updates = {k: v for k, v in (("shard_size", self.shard_size), ("batch_size", self.batch_size)) if v}
-        if not updates:
-            return settings
-        return settings.model_copy(update={"embed": settings.embed.model_copy(update=updates)})
+    def overrides(self) -> dict[str, Any]:
+        return {"embed": {"shard_size": self.shard_size, "batch_size": self.batch_size}}
 
 
 @flow(name="embed", flow_run_name="embed", log_prints=False)
-def embed_flow(params: EmbedParams, settings: Settings | None = None) -> EmbedReport:
-    settings = params.apply(settings or params.settings())
+def embed_flow(params: EmbedParams) -> EmbedReport:
+    settings = params.settings()
     logger = get_run_logger()
     versions = select_encoders(settings)
     stats: dict[Modality, EmbedStats] = {}

@@ -7,15 +7,14 @@ carries the subflow's computed/reused counts, since those are this run's work.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.common import RunConfig
 from flows.embed import EmbedParams, embed_flow
-from retina_core.config import Settings
-from retina_core.fusion.report import FusionReport
+from retina_core.results import FusionReport
 from tasks.fusion import publish_fusion_artifacts, train_fusion
 
 
@@ -33,27 +32,17 @@ class FusionParams(RunConfig):
     )
     seed: int | None = Field(None, description="Pairing and head seed; None keeps the settings'.")
 
-    def apply(self, settings: Settings) -> Settings:
-        updates = {
-            k: v
-            for k, v in (
-                ("pairing", self.pairing),
-                ("head", self.head),
-                ("epochs", self.epochs),
-                ("seed", self.seed),
-            )
-            if v is not None
+    def overrides(self) -> dict[str, Any]:
+        return {
+            "fusion": {"pairing": self.pairing, "head": self.head, "epochs": self.epochs, "seed": self.seed}
         }
-        if not updates:
-            return settings
-        return settings.model_copy(update={"fusion": settings.fusion.model_copy(update=updates)})
 
 
 @flow(name="train-fusion", flow_run_name="train-fusion", log_prints=False)
-def train_fusion_flow(params: FusionParams, settings: Settings | None = None) -> FusionReport:
-    settings = params.apply(settings or params.settings())
+def train_fusion_flow(params: FusionParams) -> FusionReport:
+    settings = params.settings()
     logger = get_run_logger()
-    embedded = embed_flow(EmbedParams(config_file=params.config_file), settings=settings)
+    embedded = embed_flow(EmbedParams(config_file=params.config_file, quick=params.quick))
     report = train_fusion(settings).model_copy(update={"embeddings": embedded})
     logger.info("%s", report.summary_text())
     publish_fusion_artifacts(report)

@@ -15,9 +15,8 @@ from prefect.events import emit_event
 from pydantic import Field
 
 from flows.common import RunConfig
-from retina_core.catalog.repository import IngestSummary
-from retina_core.config import Settings
 from retina_core.domain import Source
+from retina_core.results import IngestSummary
 from tasks.ingest import ingest_files, register_ingest, scan_source
 
 DATASET_UPDATED = "retina.dataset.updated"
@@ -49,8 +48,8 @@ def dataset_event_payload(summary: IngestSummary) -> dict[str, Any]:
 
 
 @flow(name="ingest", flow_run_name="ingest-{params.source}", log_prints=False)
-def ingest_flow(params: IngestParams, settings: Settings | None = None) -> IngestSummary:
-    settings = settings or params.settings()
+def ingest_flow(params: IngestParams) -> IngestSummary:
+    settings = params.settings()
     logger = get_run_logger()
     candidates = scan_source(settings, params.source, params.location)
     chunks = [candidates[i : i + params.chunk_size] for i in range(0, len(candidates), params.chunk_size)]

@@ -17,10 +17,10 @@ from flows.embed import EmbedParams, embed_flow
 from flows.fusion import FusionParams, train_fusion_flow
 from flows.ingest import IngestParams, ingest_flow
 from flows.train import TrainParams, train_modality_flow
-from retina_core.config import Settings, quick_preset
 from retina_core.domain import Modality
 from retina_core.drift.policy import decide_retrain
-from retina_core.pipeline import PipelineResult, SourceSpec, new_run_id, summarise
+from retina_core.results import PipelineResult, SourceSpec
+from retina_core.verbs import new_run_id
 from tasks.explain import explain_fusion_task, explain_task, report_task
 
 
@@ -29,7 +29,12 @@ class PipelineParams(RunConfig):
         default_factory=list,
         description="Landing locations to ingest first; empty when triggered by ingestion.",
     )
-    quick: bool = Field(False, description="Shrunken preset: 64 px, 2 epochs (demo --quick, tests).")
+    train_epochs: int | None = Field(
+        None, ge=1, le=500, description="Maximum epochs of both encoders; None keeps the settings'."
+    )
+    train_patience: int | None = Field(
+        None, ge=1, le=500, description="Early-stopping patience of both encoders; None keeps the settings'."
+    )
     min_new_images: int = Field(1, ge=0, description="Skip the retrain when fewer new images arrived.")
     new_images: int | None = Field(
         None, description="New images reported by the triggering event; None when started by hand."
@@ -41,6 +46,16 @@ class PipelineParams(RunConfig):
     drift_summary: str | None = Field(None, description="The drift check's one-line verdict, for the log.")
     synthetic: bool = Field(False, description="Data came from `retina synth` (said plainly in the report).")
     run_id: str | None = Field(None, description="Report folder name; a timestamped id by default.")
+
+    def train_params(self, modality: Modality) -> TrainParams:
+        """The train-modality subflow's form: this run's file, preset and encoder overrides."""
+        return TrainParams(
+            modality=modality,
+            config_file=self.config_file,
+            quick=self.quick,
+            epochs=self.train_epochs,
+            patience=self.train_patience,
+        )
 
 
 def _run_name() -> str:
@@ -55,11 +70,9 @@ def _run_name() -> str:
 
 
 @flow(name="retrain-pipeline", flow_run_name=_run_name)
-def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = None) -> PipelineResult:
+def retrain_pipeline_flow(params: PipelineParams) -> PipelineResult:
     logger = get_run_logger()
-    settings = settings or params.settings()
-    if params.quick:
-        settings = quick_preset(settings)
+    settings = params.settings()
     run_id = params.run_id or new_run_id()
     decision = decide_retrain(
         params.new_images,
@@ -72,31 +85,29 @@ def retrain_pipeline_flow(params: PipelineParams, settings: Settings | None = No
         "retrain %s; rules fired: %s; %s", decision.retrain, decision.rules or "none", decision.reason
     )
     if not decision.retrain:
-        return PipelineResult(
-            run_id=run_id, report_path="", ingested=[], models=[], fusion=None, skipped=decision.reason
-        )
+        return PipelineResult(run_id=run_id, report_path="", skipped=decision.reason)
+    preset = {"config_file": params.config_file, "quick": params.quick}
     ingested = [
-        ingest_flow(IngestParams(source=s.source, location=s.location, emit=False), settings=settings)
+        ingest_flow(IngestParams(source=s.source, location=s.location, emit=False, **preset))
         for s in params.sources
     ]
-    trains = [
-        train_modality_flow(TrainParams(modality=m), settings=settings)
-        for m in (Modality.FUNDUS, Modality.OCT)
-    ]
-    embed_flow(EmbedParams(), settings=settings)
-    fusion = train_fusion_flow(FusionParams(), settings=settings)
+    trains = [train_modality_flow(params.train_params(m)) for m in (Modality.FUNDUS, Modality.OCT)]
+    embed_flow(EmbedParams(**preset))
+    fusion = train_fusion_flow(FusionParams(**preset))
     explained = [explain_task.submit(settings, t.model_name, t.version, run_id) for t in trains]
     if fusion is not None:
         explained.append(explain_fusion_task.submit(settings, fusion.version, run_id))
     path = report_task(
         settings, run_id, trains, fusion, [e.result() for e in explained], params.synthetic, retrain=decision
     )
-    result = summarise(run_id, path, ingested, trains, fusion)
+    result = PipelineResult(
+        run_id=run_id, report_path=str(path), ingested=ingested, models=trains, fusion=fusion
+    )
     create_link_artifact(key="retina-report", link=path.as_uri(), description=f"Report of run {run_id}")
     lines = [
-        f"- **{m['model']} v{m['version']}** ({m['status']}): {m['primary_metric']} "
-        f"{m['primary']['value']:.3f} [{m['primary']['low']:.3f}, {m['primary']['high']:.3f}]"
-        for m in result.models
+        f"- **{t.model_name} v{t.version}** ({t.status}): {t.evaluation.primary_metric} "
+        f"{t.evaluation.primary.value:.3f} [{t.evaluation.primary.low:.3f}, {t.evaluation.primary.high:.3f}]"
+        for t in trains
     ]
     create_markdown_artifact(
         key="retina-pipeline", markdown=f"# Run {run_id}\n\n" + "\n".join(lines) + f"\n\nReport: `{path}`"

@@ -9,8 +9,7 @@ from prefect.artifacts import create_link_artifact
 from pydantic import Field
 
 from flows.common import RunConfig
-from retina_core.config import Settings
-from retina_core.pipeline import rerender_report
+from retina_core.verbs import rerender_report
 
 
 class ReportParams(RunConfig):
@@ -18,8 +17,7 @@ class ReportParams(RunConfig):
 
 
 @flow(name="report", flow_run_name="report-{params.run_id}")
-def report_flow(params: ReportParams, settings: Settings | None = None) -> Path:
-    settings = settings or params.settings()
-    path = rerender_report(settings, params.run_id)
+def report_flow(params: ReportParams) -> Path:
+    path = rerender_report(params.settings(), params.run_id)
     create_link_artifact(key="retina-report", link=path.as_uri(), description="Self-contained HTML report")
     return path

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from flows.common import RunConfig
-from retina_core.config import Settings
 from retina_core.domain import Modality
 from retina_core.reporting.markdown import metrics_rows, metrics_table
-from retina_core.training.run import TrainReport
+from retina_core.results import TrainReport
 from tasks.train import train_modality_task
 
 
@@ -25,6 +24,9 @@ class TrainParams(RunConfig):
     epochs: int | None = Field(
         None, ge=1, le=500, description="Maximum epochs (early stopping may end sooner)."
     )
+    patience: int | None = Field(
+        None, ge=1, le=500, description="Epochs without validation improvement before stopping."
+    )
     batch_size: int | None = Field(None, ge=1, le=1024)
     lr: float | None = Field(None, gt=0, lt=1, description="Peak AdamW learning rate.")
     seed: int | None = Field(None, description="Seed for init, sampling and augmentation.")
@@ -33,23 +35,14 @@ class TrainParams(RunConfig):
         None, description="Fundus only: cross-entropy or regression with optimised thresholds."
     )
 
-    def apply(self, settings: Settings) -> Settings:
-        """Settings with this run's overrides; unset fields keep the configured values."""
-        data = settings.model_dump()
-        overrides = self.model_dump(
-            include={"architecture", "image_size", "epochs", "batch_size", "lr", "seed", "loss"},
-            exclude_none=True,
-        )
-        data["train"][self.modality.value].update(overrides)
-        if self.device is not None:
-            data["train"]["device"] = self.device
-        return Settings.model_validate(data)
+    def overrides(self) -> dict[str, Any]:
+        fields = {"architecture", "image_size", "epochs", "patience", "batch_size", "lr", "seed", "loss"}
+        return {"train": {self.modality.value: self.model_dump(include=fields), "device": self.device}}
 
 
 @flow(name="train-modality", flow_run_name="train-{params.modality}")
-def train_modality_flow(params: TrainParams, settings: Settings | None = None) -> TrainReport:
-    settings = params.apply(settings or params.settings())
-    report = train_modality_task(settings, params.modality)
+def train_modality_flow(params: TrainParams) -> TrainReport:
+    report = train_modality_task(params.settings(), params.modality)
     create_table_artifact(
         key=f"{params.modality.value}-metrics",
         table=metrics_rows(report.evaluation),

@@ -13,7 +13,7 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,10 @@ from retina_cli.display import showing_progress
 from retina_core import progress
 from retina_core.config import Settings, load_settings
 from retina_core.domain import Source
+
+if TYPE_CHECKING:
+    from flows.pipeline import PipelineParams
+    from retina_core.results import PipelineResult
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="retina-fusion: fundus + OCT training service."
@@ -57,6 +61,11 @@ def _settings(config: Path | None) -> Settings:
     except Exception as exc:  # pydantic's message already names the offending key
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+
+
+def _path(config: Path | None) -> str | None:
+    """The config file as a flow parameter: flows read their settings from it and the environment."""
+    return None if config is None else str(config)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -135,46 +144,18 @@ def ingest(
     try:
         with showing_progress(), fast_flows():
             summary = ingest_flow(
-                IngestParams(source=source, location=path, chunk_size=chunk_size), settings=settings
+                IngestParams(source=source, location=path, chunk_size=chunk_size, config_file=_path(config))
             )
     except SourceError as exc:
         typer.echo(f"error: {path}: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
-    lines = [
-        f"{summary.source}: scanned {summary.scanned}, accepted {summary.accepted}, "
-        f"already known {summary.already_known}, duplicates {summary.duplicates}, "
-        f"quarantined {len(summary.quarantined)}; dataset version {summary.dataset_version}"
-    ]
-    lines += [f"  quarantined {q.path}: {q.reason}" for q in summary.quarantined]
-    _emit(summary.contract(), as_json, "\n".join(lines))
+    _emit(summary.contract(), as_json, summary.summary_text())
 
 
 class TrainTarget(StrEnum):
     FUNDUS = "fundus"
     OCT = "oct"
     FUSION = "fusion"
-
-
-def _train_summary(report: Any) -> str:
-    ev = report.evaluation
-    lvl = ev.image_level
-    lines = [
-        f"{report.model_name} v{report.version} ({report.status}{', reused' if report.reused else ''}); "
-        f"data version {report.data_version}; images {report.counts}",
-        f"  {ev.primary_metric}: {ev.primary}   (test split, 95% CI by patient bootstrap)",
-    ]
-    for label, est in (
-        ("accuracy", lvl.accuracy),
-        ("balanced accuracy", lvl.balanced_accuracy),
-        ("macro-F1", lvl.macro_f1),
-        (f"{ev.referable_name} sensitivity", lvl.referable_sensitivity),
-        (f"{ev.referable_name} specificity", lvl.referable_specificity),
-        ("normal-vs-disease AUC", lvl.disease_auc),
-    ):
-        lines.append(f"  {label}: {est}")
-    if report.decision is not None:
-        lines.append(f"  registry: {report.decision.reason}")
-    return "\n".join(lines)
 
 
 @app.command()
@@ -194,20 +175,20 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train, evaluate on the fixed test split and register a model version."""
-    settings = _settings(config)
-    _prefect(settings)
+    _prefect(_settings(config))
     from flows.runtime import fast_flows
 
     with showing_progress(), fast_flows():
         if target is TrainTarget.FUSION:
             from flows.fusion import FusionParams, train_fusion_flow
 
-            report = train_fusion_flow(FusionParams(), settings=settings)
+            report = train_fusion_flow(FusionParams(config_file=_path(config)))
             _emit(report.contract(), as_json, report.summary_text())
             return
         from flows.train import TrainParams, train_modality_flow
 
         params = TrainParams(
+            config_file=_path(config),
             modality=target.value,
             architecture=architecture,
             image_size=image_size,
@@ -218,58 +199,17 @@ def train(
             device=device,
             loss=loss,
         )
-        report = train_modality_flow(params, settings=settings)
-    data = {
-        "model": report.model_name,
-        "version": report.version,
-        "status": report.status,
-        "reused": report.reused,
-        "data_version": report.data_version,
-        "counts": report.counts,
-        "primary_metric": report.evaluation.primary_metric,
-        "primary": report.evaluation.primary.to_dict(),
-        "evaluation": report.evaluation.model_dump(mode="json"),
-        "decision": report.decision.model_dump(mode="json") if report.decision else None,
-        "history": report.history,
-        "seconds": round(report.seconds, 2),
-    }
-    _emit(data, as_json, _train_summary(report))
+        report = train_modality_flow(params)
+    _emit(report.contract(), as_json, report.summary_text())
 
 
-def _pipeline_summary(result: Any) -> str:
-    if result.skipped:
-        return f"skipped: {result.skipped}"
-    lines = [f"run {result.run_id}"]
-    for m in result.models:
-        p = m["primary"]
-        lines.append(
-            f"  {m['model']} v{m['version']} ({m['status']}): {m['primary_metric']} "
-            f"{p['value']:.3f} [{p['low']:.3f}, {p['high']:.3f}]"
-        )
-    if result.fusion:
-        f = result.fusion
-        p = f["primary"]
-        lines.append(
-            f"  {f['model']} v{f['version']} ({f['status']}, {f['pairing']} pairs): AUC "
-            f"{p['value']:.3f} [{p['low']:.3f}, {p['high']:.3f}]; gain vs best single "
-            f"{f['gain_vs_best_single']['value']:+.3f} [{f['gain_vs_best_single']['low']:+.3f}, "
-            f"{f['gain_vs_best_single']['high']:+.3f}]"
-        )
-    lines.append(f"report: {Path(result.report_path).absolute().as_uri()}")
-    return "\n".join(lines)
-
-
-def _run_pipeline(settings: Settings, sources: list[Any], *, quick: bool, synthetic: bool) -> Any:
+def _run_pipeline(settings: Settings, params: PipelineParams) -> PipelineResult:
     _prefect(settings)
-    from flows.pipeline import PipelineParams, retrain_pipeline_flow
+    from flows.pipeline import retrain_pipeline_flow
     from flows.runtime import fast_flows
-    from retina_core.pipeline import new_run_id
 
     with fast_flows(), progress.stage("pipeline"):
-        return retrain_pipeline_flow(
-            PipelineParams(sources=sources, quick=quick, synthetic=synthetic, run_id=new_run_id()),
-            settings=settings,
-        )
+        return retrain_pipeline_flow(params)
 
 
 @app.command()
@@ -284,7 +224,9 @@ def pipeline(
     as_json: JsonOption = False,
 ) -> None:
     """The whole flow: ingest -> train both -> embed -> fusion -> explain -> report -> register."""
-    from retina_core.pipeline import SourceSpec
+    from flows.pipeline import PipelineParams
+    from retina_core.results import SourceSpec
+    from retina_core.verbs import new_run_id
 
     settings = _settings(config)
     sources = [
@@ -292,19 +234,34 @@ def pipeline(
         for src, loc in ((Source.APTOS, aptos), (Source.KERMANY, kermany), (Source.PAIRS, pairs))
         if loc
     ]
+    params = PipelineParams(sources=sources, quick=quick, config_file=_path(config), run_id=new_run_id())
     with showing_progress():
-        result = _run_pipeline(settings, sources, quick=quick, synthetic=False)
-    _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result))
+        result = _run_pipeline(settings, params)
+    _emit(result.contract(), as_json, result.summary_text())
 
 
-def demo_quick_settings(settings: Settings) -> Settings:
-    """The quick preset (64 px, small batches, fewer resamples) trained for DEMO_QUICK_EPOCHS."""
-    from retina_core.config import quick_preset
+def demo_params(data: Path, *, quick: bool, config: Path | None) -> PipelineParams:
+    """The demo's pipeline form; ``quick`` is the quick preset (64 px, small batches, fewer
+    resamples) with both encoders trained for DEMO_QUICK_EPOCHS, early stopping off."""
+    from flows.pipeline import PipelineParams
+    from retina_core.results import SourceSpec
+    from retina_core.verbs import new_run_id
 
-    data = quick_preset(settings).model_dump()
-    for modality in ("fundus", "oct"):
-        data["train"][modality].update(epochs=DEMO_QUICK_EPOCHS, patience=DEMO_QUICK_EPOCHS)
-    return Settings.model_validate(data)
+    sources = [
+        SourceSpec(source=Source.APTOS, location=str(data / "aptos")),
+        SourceSpec(source=Source.KERMANY, location=str(data / "kermany")),
+        SourceSpec(source=Source.PAIRS, location=str(data / "pairs.csv")),
+    ]
+    epochs = DEMO_QUICK_EPOCHS if quick else None
+    return PipelineParams(
+        sources=sources,
+        quick=quick,
+        train_epochs=epochs,
+        train_patience=epochs,
+        synthetic=True,
+        config_file=_path(config),
+        run_id=new_run_id(),
+    )
 
 
 @app.command()
@@ -315,36 +272,27 @@ def demo(
 ) -> None:
     """Synthetic data + the whole pipeline on the embedded defaults; prints the report path."""
     from retina_core.data.synthetic import SynthSpec, write_synthetic
-    from retina_core.pipeline import SourceSpec
 
     settings = _settings(config)
     spec = SynthSpec(**DEMO_QUICK if quick else DEMO_FULL)
     data = settings.home / "demo-data" / ("quick" if quick else "full")
-    sources = [
-        SourceSpec(source=Source.APTOS, location=str(data / "aptos")),
-        SourceSpec(source=Source.KERMANY, location=str(data / "kermany")),
-        SourceSpec(source=Source.PAIRS, location=str(data / "pairs.csv")),
-    ]
-    if quick:
-        settings = demo_quick_settings(settings)
     with showing_progress():
         if not (data / "pairs.csv").exists():
             with progress.stage("synthetic data"):
                 write_synthetic(data, spec)
-        result = _run_pipeline(settings, sources, quick=False, synthetic=True)
-    _emit(result.model_dump(mode="json"), as_json, _pipeline_summary(result) + "\n" + NEXT_STEP)
+        result = _run_pipeline(settings, demo_params(data, quick=quick, config=config))
+    _emit(result.contract(), as_json, result.summary_text() + "\n" + NEXT_STEP)
 
 
 @app.command()
 def embed(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Fill the embedding cache for the current encoders; says how many were computed and reused."""
-    settings = _settings(config)
-    _prefect(settings)
+    _prefect(_settings(config))
     from flows.embed import EmbedParams, embed_flow
     from flows.runtime import fast_flows
 
     with showing_progress(), fast_flows():
-        report = embed_flow(EmbedParams(), settings=settings)
+        report = embed_flow(EmbedParams(config_file=_path(config)))
     _emit(report.contract(), as_json, report.summary_text())
 
 
@@ -378,7 +326,7 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Write (again) the self-contained HTML report of a pipeline run and print its path."""
-    from retina_core.pipeline import NoReport, rerender_report
+    from retina_core.verbs import NoReport, rerender_report
 
     try:
         path = rerender_report(_settings(config), run)
@@ -399,8 +347,8 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Predict DR grade, OCT class and fused disease probability for one eye (either image may be missing)."""
-    from retina_core.api import catalog_engine, curated_store
     from retina_core.predict import InvalidImage, Predictor
+    from retina_core.verbs import catalog_engine, curated_store
 
     if fundus is None and oct is None:
         typer.echo("error: give --fundus, --oct, or both", err=True)
@@ -444,8 +392,8 @@ def models_list(
     as_json: JsonOption = False,
 ) -> None:
     """Every registered version with its primary metric (95% CI) and status."""
-    from retina_core.api import catalog_engine
     from retina_core.catalog.registry import list_versions
+    from retina_core.verbs import catalog_engine
 
     versions = list_versions(catalog_engine(_settings(config)), name)
     rows = [v.model_dump(mode="json") for v in versions]
@@ -476,8 +424,8 @@ def models_promote(
     """Manual override: make a version champion, recording who and why."""
     import getpass
 
-    from retina_core.api import catalog_engine
     from retina_core.catalog.registry import promote
+    from retina_core.verbs import catalog_engine
 
     try:
         promote(
@@ -499,8 +447,8 @@ def models_rollback(
     """Return to the previous champion, recording who and why."""
     import getpass
 
-    from retina_core.api import catalog_engine
     from retina_core.catalog.registry import rollback
+    from retina_core.verbs import catalog_engine
 
     try:
         version = rollback(
@@ -515,8 +463,8 @@ def models_rollback(
 @catalog_app.command("export")
 def catalog_export(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Every image: sha256, modality, source, patient_id, label, split."""
-    from retina_core.api import catalog_engine
     from retina_core.catalog.repository import export_images
+    from retina_core.verbs import catalog_engine
 
     rows = export_images(catalog_engine(_settings(config)))
     if as_json:

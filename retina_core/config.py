@@ -281,3 +281,15 @@ def quick_preset(settings: Settings) -> Settings:
 def _cap(section: dict[str, Any], limits: dict[str, int]) -> None:
     for key, limit in limits.items():
         section[key] = min(section[key], limit)
+
+
+def write_settings_file(settings: Settings, path: Path) -> Path:
+    """``settings`` as a YAML file that :func:`load_settings` reads back (``RETINA_*`` variables still win).
+
+    How a run that starts in another place (a flow run, a benchmark's subprocess) gets
+    settings built in code: flows take a config file path as a parameter, never the object.
+    """
+    import yaml
+
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path

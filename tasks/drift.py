@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over the drift check (``retina_core.drift``)."""
+"""Thin Prefect tasks over the drift-check verb (``retina_core.verbs.check_drift``) and its artifacts."""
 
 from __future__ import annotations
 
@@ -6,19 +6,16 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import Settings
 from retina_core.drift import DriftReport
-from retina_core.drift.check import check_drift
 from retina_core.reporting.drift import drift_markdown, drift_rows
 from tasks.retries import IO_RETRIES
 
 
 @task(name="check-drift", cache_policy=NONE, **IO_RETRIES)
 def check_drift_task(settings: Settings, dataset_version: int | None) -> DriftReport:
-    return check_drift(
-        settings, api.catalog_engine(settings), api.curated_store(settings), dataset_version=dataset_version
-    )
+    return verbs.check_drift(settings, dataset_version)
 
 
 @task(name="publish-drift-artifacts", cache_policy=NONE)

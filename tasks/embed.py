@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over the embedding verbs (``retina_core.fusion.embed``).
+"""Thin Prefect tasks over the embedding verbs (``retina_core.verbs``): select, plan, embed a shard.
 
 Retries are for what a retry can fix: a store or database that was briefly unreachable.
 A computation that failed (bad weights, a damaged image) fails the same way again, so
@@ -23,17 +23,17 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from retina_core import api, progress
+from retina_core import progress, verbs
 from retina_core.catalog.registry import ModelVersion
 from retina_core.config import Settings
 from retina_core.domain import Modality
-from retina_core.fusion import embed
+from retina_core.results import EmbedPlan, EmbedReport
 from tasks.retries import IO_RETRIES
 
 
 @task(name="select-encoders", cache_policy=NONE, **IO_RETRIES)
 def select_encoders(settings: Settings) -> dict[Modality, ModelVersion]:
-    return embed.encoders_to_use(api.catalog_engine(settings))
+    return verbs.select_encoders(settings)
 
 
 @dataclass
@@ -54,10 +54,8 @@ def _tally_key(modality: Modality) -> tuple[str, str]:
 
 
 @task(name="plan-embeddings", cache_policy=NONE, task_run_name="plan-embeddings-{modality}", **IO_RETRIES)
-def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersion) -> embed.EmbedPlan:
-    plan = embed.plan_embeddings(
-        settings, api.catalog_engine(settings), api.curated_store(settings), modality, version
-    )
+def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersion) -> EmbedPlan:
+    plan = verbs.plan_embeddings(settings, modality, version)
     todo = len(plan.todo)
     artifact = create_progress_artifact(
         progress=0.0 if todo else 100.0,
@@ -72,11 +70,9 @@ def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersio
 
 
 @task(name="embed-shard", cache_policy=NONE, task_run_name="embed-shard-{first}", **IO_RETRIES)
-def embed_shard(settings: Settings, plan: embed.EmbedPlan, items: dict[str, str], first: int = 0) -> int:
+def embed_shard(settings: Settings, plan: EmbedPlan, items: dict[str, str], first: int = 0) -> int:
     started = time.perf_counter()
-    count = embed.embed_chunk(
-        settings, api.catalog_engine(settings), api.curated_store(settings), plan, items
-    )
+    count = verbs.embed_shard(settings, plan, items)
     _shard_done(plan.modality, count, len(plan.todo), time.perf_counter() - started)
     return count
 
@@ -96,7 +92,7 @@ def _shard_done(modality: Modality, count: int, total: int, seconds: float) -> N
 
 
 @task(name="publish-embed-artifacts", cache_policy=NONE)
-def publish_embed_artifacts(report: embed.EmbedReport) -> None:
+def publish_embed_artifacts(report: EmbedReport) -> None:
     for modality in Modality:
         with _tallies_lock:
             tally = _tallies.pop(_tally_key(modality), None)

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over the fusion verbs (``retina_core.fusion.train``)."""
+"""Thin Prefect tasks over the fusion verb (``retina_core.verbs.train_fusion``) and its artifacts."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import Settings
-from retina_core.fusion import train
-from retina_core.fusion.report import FusionReport, fusion_markdown
+from retina_core.fusion.report import fusion_markdown
+from retina_core.results import FusionReport
 from tasks.retries import IO_RETRIES
 
 
 @task(name="train-fusion", cache_policy=NONE, **IO_RETRIES)
 def train_fusion(settings: Settings) -> FusionReport:
-    return train.train_fusion(settings, api.catalog_engine(settings), api.curated_store(settings))
+    return verbs.train_fusion(settings)
 
 
 @task(name="publish-fusion-artifacts", cache_policy=NONE)

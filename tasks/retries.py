@@ -1,9 +1,10 @@
-"""Which task failures are worth a retry: the object store or the database being away, nothing else.
+"""The one retry rule of every task: retry when the object store or the database was away, nothing else.
 
-The training, embedding and fusion stages are expensive, so they retry only on these: a
-retry of a stage resumes rather than restarts (epoch checkpoints, the preprocessed and
-embedding caches, registration keyed by run key), which makes it cheap enough to be
-worth it; a bug or bad data would fail the same way again and only burn the time.
+A retry can fix an endpoint that was briefly unreachable; a bug, bad data or an unusable
+landing location fails the same way again and only burns the time (and, for the
+expensive stages, hides the real error behind minutes of waiting). The training,
+embedding and fusion stages make a retry cheap: it resumes rather than restarts (epoch
+checkpoints, the preprocessed and embedding caches, registration keyed by run key).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Thin Prefect task over ``retina_core.training.run.train_modality``, with live progress.
+"""Thin Prefect task over the train verb (``retina_core.verbs.train``), with live progress.
 
 Each epoch the training loop's ``on_epoch`` callback fans out to three places: the run's
 progress artifact, a table artifact of the epochs so far (so the UI shows the curve while
@@ -13,11 +13,11 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from retina_core import api, progress
+from retina_core import progress, verbs
 from retina_core.config import Settings
 from retina_core.domain import Modality
+from retina_core.results import TrainReport
 from retina_core.training.loop import EpochLog, validation_metric_name
-from retina_core.training.run import TrainReport, train_modality
 from tasks.retries import IO_RETRIES
 
 
@@ -68,12 +68,6 @@ def train_modality_task(settings: Settings, modality: Modality) -> TrainReport:
             )
         )
 
-    report = train_modality(
-        settings,
-        modality,
-        engine=api.catalog_engine(settings),
-        store=api.curated_store(settings),
-        on_epoch=on_epoch,
-    )
+    report = verbs.train(settings, modality, on_epoch=on_epoch)
     update_progress_artifact(artifact, progress=100.0)
     return report

@@ -11,12 +11,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -90,3 +92,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def upsert(session: Session, table: Any) -> Any:
+    """An INSERT that understands ``ON CONFLICT DO NOTHING`` on this session's dialect.
+
+    The catalog's writers rely on it so that re-runs and racing writers never duplicate a
+    row; SQLite and PostgreSQL spell it with different insert constructs.
+    """
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

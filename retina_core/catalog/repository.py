@@ -12,12 +12,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from retina_core.catalog.db import session_scope
+from retina_core.catalog.db import session_scope, upsert
 from retina_core.catalog.models import (
     DatasetVersionRow,
     ImageRow,
@@ -32,43 +30,7 @@ from retina_core.data.records import ImageRecord
 from retina_core.data.rejections import Reason, Rejection
 from retina_core.data.splits import assign_split, split_balance
 from retina_core.domain import Modality, Source, Split
-
-
-class QuarantineEntry(BaseModel):
-    path: str
-    reason: str
-    """``code: detail``; the code before the colon is stable."""
-
-
-class IngestSummary(BaseModel):
-    source: str
-    location: str
-    scanned: int
-    accepted: int = Field(description="Images new to the catalog in this run.")
-    already_known: int = Field(description="Valid images whose content was already catalogued.")
-    duplicates: int = Field(description="Files whose content repeated another file of this run.")
-    quarantined: list[QuarantineEntry]
-    dataset_version: int | None
-    new_images: dict[str, int] = Field(default_factory=dict, description="New images per modality.")
-    new_pairs: int = 0
-    split_balance: dict[str, dict[str, dict[int, int]]] = Field(default_factory=dict)
-
-    def contract(self) -> dict[str, Any]:
-        """The JSON object of ``retina ingest --json`` (DESIGN §5), exactly."""
-        return {
-            "source": self.source,
-            "scanned": self.scanned,
-            "accepted": self.accepted,
-            "already_known": self.already_known,
-            "duplicates": self.duplicates,
-            "quarantined": [q.model_dump() for q in self.quarantined],
-            "dataset_version": self.dataset_version,
-        }
-
-
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+from retina_core.results import IngestSummary, QuarantineEntry
 
 
 def _catalog_digest(session: Session) -> tuple[str, dict[str, int]]:
@@ -157,7 +119,7 @@ def register_ingest(
             seen[facts.sha256] = outcome
             split = assign_split(c.patient_id, splits)
             inserted = session.execute(
-                _insert(session, ImageRow)
+                upsert(session, ImageRow)
                 .values(
                     sha256=facts.sha256,
                     modality=str(c.modality),
@@ -240,7 +202,7 @@ def _register_pairs(
         c = rows[row]
         assert c.patient_id is not None
         result = session.execute(
-            _insert(session, PairRow)
+            upsert(session, PairRow)
             .values(
                 patient_id=c.patient_id,
                 eye=c.eye or "",
@@ -267,7 +229,7 @@ def _maybe_new_version(
     ).scalar()
     if existing is None and (new_shas or new_pairs):
         existing = session.execute(
-            _insert(session, DatasetVersionRow)
+            upsert(session, DatasetVersionRow)
             .values(
                 digest=digest,
                 counts=counts,

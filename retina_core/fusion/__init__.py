@@ -2,19 +2,17 @@
 
 The verbs: :func:`embed_all` (fill the cache for the encoders to use), :func:`train_fusion`
 (probes, late fusion, fusion head and shuffled control on the same test pairs, registered as
-``fusion_head``) and :func:`fusion_stage` (the same without the registry, for benchmarks).
+``fusion_head``).
 """
 
 from retina_core.fusion.embed import (
-    EmbedReport,
-    EmbedStats,
     NoEncoder,
     compute_embeddings,
     embed_all,
     embed_modality,
 )
-from retina_core.fusion.report import FusionReport
-from retina_core.fusion.train import NotEnoughPairs, fusion_stage, train_fusion
+from retina_core.fusion.train import NotEnoughPairs, train_fusion
+from retina_core.results import EmbedReport, EmbedStats, FusionReport
 
 __all__ = [
     "EmbedReport",
@@ -25,6 +23,5 @@ __all__ = [
     "compute_embeddings",
     "embed_all",
     "embed_modality",
-    "fusion_stage",
     "train_fusion",
 ]

@@ -21,7 +21,6 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
@@ -29,12 +28,13 @@ from retina_core.catalog.repository import image_records
 from retina_core.config import Settings
 from retina_core.data.image_cache import PreprocessedCache
 from retina_core.domain import Modality
+from retina_core.fusion.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import read_json, read_weights, trained_ben_graham
 from retina_core.models.registry import build_from_spec, model_for_modality
 from retina_core.models.spec import ModelSpec
+from retina_core.results import EmbedPlan, EmbedReport, EmbedStats
 from retina_core.storage import ObjectStore
-from retina_core.storage.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
 from retina_core.training.data import cache_for
 from retina_core.training.device import select_device
 from retina_core.training.loop import infer_batches
@@ -84,66 +84,6 @@ class Encoder:
         model = build_from_spec(self.spec)
         model.load_state_dict(self.weights)
         return model.eval()
-
-
-class EmbedPlan(BaseModel):
-    """What one modality's embedding run has to do; small and picklable, so tasks can pass it on."""
-
-    modality: Modality
-    model_name: str
-    version: int
-    cache_key: str
-    total: int = Field(description="Catalogued images of this modality.")
-    todo: dict[str, str] = Field(description="sha256 -> object key of the images without an embedding.")
-    evicted_shards: list[str] = Field(default_factory=list, description="Damaged shards dropped this run.")
-
-    @property
-    def reused(self) -> int:
-        return self.total - len(self.todo)
-
-    def chunks(self, size: int) -> list[dict[str, str]]:
-        items = list(self.todo.items())
-        return [dict(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-class EmbedStats(BaseModel):
-    modality: Modality
-    model_name: str
-    version: int
-    cache_key: str
-    computed: int
-    reused: int
-    evicted_shards: list[str] = Field(default_factory=list)
-    seconds: float = 0.0
-
-
-class EmbedReport(BaseModel):
-    fundus: EmbedStats
-    oct: EmbedStats
-
-    @property
-    def computed(self) -> int:
-        return self.fundus.computed + self.oct.computed
-
-    @property
-    def reused(self) -> int:
-        return self.fundus.reused + self.oct.reused
-
-    def contract(self) -> dict[str, object]:
-        """The JSON object of ``retina embed --json``."""
-        return {
-            "computed": self.computed,
-            "reused": self.reused,
-            "modalities": {s.modality.value: s.model_dump(mode="json") for s in (self.fundus, self.oct)},
-        }
-
-    def summary_text(self) -> str:
-        return "\n".join(
-            f"{s.modality.value}: {s.model_name} v{s.version} (cache {s.cache_key}): "
-            f"{s.computed} computed, {s.reused} reused"
-            + (f", {len(s.evicted_shards)} damaged shards evicted" if s.evicted_shards else "")
-            for s in (self.fundus, self.oct)
-        )
 
 
 def encoder_to_use(engine: Engine, modality: Modality) -> ModelVersion:

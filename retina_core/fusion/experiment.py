@@ -30,8 +30,8 @@ from retina_core.evaluation import Estimate, evaluate_binary, paired_bootstrap_d
 from retina_core.evaluation.metrics import weighted_roc_auc
 from retina_core.fusion.arrays import PairArrays
 from retina_core.fusion.fit import Calibrated, HeadFit, calibrated_scores, fit_head
-from retina_core.fusion.report import PAIRING_NOTES, FusionEvaluation, FusionRow, PairingUsed
 from retina_core.models.fusion import LinearProbe, create_fusion_head, late_fusion
+from retina_core.results import PAIRING_NOTES, FusionEvaluation, FusionRow, PairingUsed
 
 log = logging.getLogger(__name__)
 

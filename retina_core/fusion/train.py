@@ -6,8 +6,8 @@ fusion, fusion head, shuffled control, missing-modality rows, all on the same te
 → registry version ``fusion_head`` whose parents name both encoder versions, their cache
 keys, the data version and the pairing kind → champion rule on test AUC.
 
-:func:`fusion_stage` is the same computation without the registry, for ``make bench``:
-it times the stage with a warm cache against recomputing every embedding.
+``benchmarks/embedding_cache.py`` runs the same computation without the registry
+(:func:`gather_inputs` with ``recompute_embeddings``) to time the cache.
 """
 
 from __future__ import annotations
@@ -19,21 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from retina_core.catalog.registry import (
-    Decision,
-    ModelVersion,
-    apply_decision,
-    champion,
-    decide,
-    decision_pending,
-    find_by_run_key,
-    get_version,
-    register_version,
-    run_key,
-)
+from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
+from retina_core.catalog.registry import ModelVersion, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
 from retina_core.config import Settings
 from retina_core.data.pairing import Pair, pair_counts, real_pairs, shuffled_pairs, virtual_pairs
@@ -41,8 +30,6 @@ from retina_core.domain import Modality, Split
 from retina_core.evaluation import evaluate_binary
 from retina_core.fusion.arrays import EmbeddingTable, PairArrays, split_pair_arrays
 from retina_core.fusion.embed import (
-    EmbedReport,
-    EmbedStats,
     catalogued_images,
     compute_embeddings,
     encoders_to_use,
@@ -51,10 +38,17 @@ from retina_core.fusion.embed import (
 )
 from retina_core.fusion.experiment import TrainedHeads, run_experiment
 from retina_core.fusion.fit import calibrated_scores
-from retina_core.fusion.report import EncoderRef, FusionEvaluation, FusionReport, PairingUsed
 from retina_core.models.fusion import head_spec, load_head
 from retina_core.models.weights import state_dict_to_bytes
 from retina_core.progress import reports_stage
+from retina_core.results import (
+    EmbedReport,
+    EmbedStats,
+    EncoderRef,
+    FusionEvaluation,
+    FusionReport,
+    PairingUsed,
+)
 from retina_core.storage import ObjectStore
 from retina_core.training.device import select_device
 
@@ -250,69 +244,65 @@ def train_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> Fusi
     started = time.perf_counter()
     inputs = gather_inputs(settings, engine, store)
     key = fusion_run_key(settings, inputs)
-    existing = find_by_run_key(engine, MODEL_NAME, key)
-    if existing is not None:
-        log.info("%s: inputs unchanged since version %d; reusing it", MODEL_NAME, existing.version)
-        ev = FusionEvaluation.model_validate_json(store.get_bytes(f"{existing.object_prefix}/metrics.json"))
-        decision = None
-        if decision_pending(engine, MODEL_NAME, existing.version):
-            decision = champion_decision(settings, engine, store, existing, inputs)
-            existing = get_version(engine, MODEL_NAME, existing.version)
-        return _report(existing, key, inputs, ev, decision, reused=True, started=started)
-    ev, heads = run_experiment(
-        settings.fusion, settings.evaluation, inputs.arrays, inputs.control, inputs.pairing, inputs.counts()
-    )
-    auc = ev.row("fusion").result.auc
-    version = register_version(
+
+    def fit() -> NewVersion[FusionEvaluation]:
+        ev, heads = run_experiment(
+            settings.fusion,
+            settings.evaluation,
+            inputs.arrays,
+            inputs.control,
+            inputs.pairing,
+            inputs.counts(),
+        )
+        auc = ev.row("fusion").result.auc
+        return NewVersion(
+            files=_files(settings, inputs, key, ev, heads),
+            primary_metric="auc",
+            primary=(auc.value, auc.low, auc.high),
+            data_version=inputs.data_version,
+            parents=inputs.parents(),
+            summary={
+                "pairing": inputs.pairing,
+                "head": settings.fusion.head,
+                "counts": ev.counts,
+                "gain_vs_best_single": ev.gain_vs_best_single.to_dict(),
+            },
+            payload=ev,
+        )
+
+    outcome = register_or_reuse(
         engine,
         store,
         name=MODEL_NAME,
         key=key,
-        files=_files(settings, inputs, key, ev, heads),
-        primary_metric="auc",
-        primary=(auc.value, auc.low, auc.high),
-        data_version=inputs.data_version,
-        parents=inputs.parents(),
-        summary={
-            "pairing": inputs.pairing,
-            "head": settings.fusion.head,
-            "counts": ev.counts,
-            "gain_vs_best_single": ev.gain_vs_best_single.to_dict(),
-        },
+        margin=settings.registry.margin,
+        fit=fit,
+        remeasure=lambda current: _remeasure_champion(settings, store, current, inputs),
+        unreadable_note="champion could not be re-measured; its stored test AUC was compared",
     )
-    decision = champion_decision(settings, engine, store, version, inputs)
-    return _report(version, key, inputs, ev, decision, reused=False, started=started)
-
-
-def _report(
-    version: ModelVersion,
-    key: str,
-    inputs: FusionInputs,
-    ev: FusionEvaluation,
-    decision: Decision | None,
-    *,
-    reused: bool,
-    started: float,
-) -> FusionReport:
-    status = "champion" if decision is not None and decision.promoted else version.status
+    ev = outcome.payload
+    if ev is None:
+        ev = FusionEvaluation.model_validate_json(
+            store.get_bytes(f"{outcome.version.object_prefix}/metrics.json")
+        )
     return FusionReport(
         model_name=MODEL_NAME,
-        version=version.version,
-        status=status,
-        reused=reused,
+        version=outcome.version.version,
+        status=outcome.status,
+        reused=outcome.reused,
         run_key=key,
         data_version=inputs.data_version,
         encoders=inputs.encoder_refs(),
         embeddings=inputs.embed,
         evaluation=ev,
-        decision=decision,
+        decision=outcome.decision,
         seconds=time.perf_counter() - started,
     )
 
 
-def champion_decision(
-    settings: Settings, engine: Engine, store: ObjectStore, candidate: ModelVersion, inputs: FusionInputs
-) -> Decision:
+def _remeasure_champion(
+    settings: Settings, store: ObjectStore, current: ModelVersion, inputs: FusionInputs
+) -> Remeasured:
     """Champion/challenger on test AUC, re-measuring the champion when that is possible.
 
     A fusion head only runs on embeddings of the encoders it was trained on: a champion
@@ -320,86 +310,19 @@ def champion_decision(
     comparison); otherwise its stored AUC (measured on its own test pairs) is compared, and
     the reason says so.
     """
-    current = champion(engine, MODEL_NAME)
-    value = ci = None
-    note = ""
-    if current is not None and current.version != candidate.version:
-        same = all(current.parents.get(f"{m.value}_cache_key") == inputs.cache_keys[m] for m in Modality)
-        if same:
-            try:
-                value, ci = _remeasure(settings, store, current, inputs)
-                note = "champion re-measured on today's test pairs with the same encoders"
-            except Exception:  # an unreadable champion must not block registering the candidate
-                log.exception("could not re-measure %s v%d", current.name, current.version)
-                note = "champion could not be re-measured; its stored test AUC was compared"
-        else:
-            note = (
-                "champion uses other encoders, so it cannot be re-scored on these embeddings; "
-                "its stored test AUC (from its own test pairs) was compared"
-            )
-    decision = decide(
-        candidate, current, margin=settings.registry.margin, champion_value=value, champion_ci=ci
-    )
-    if note:
-        decision = decision.model_copy(update={"reason": f"{decision.reason} ({note})"})
-    apply_decision(engine, decision)
-    return decision
-
-
-def _remeasure(
-    settings: Settings, store: ObjectStore, version: ModelVersion, inputs: FusionInputs
-) -> tuple[float, tuple[float, float]]:
-    head = load_head(store, version.object_prefix, sha256=version.weights_sha256)
+    if not all(current.parents.get(f"{m.value}_cache_key") == inputs.cache_keys[m] for m in Modality):
+        return Remeasured(
+            note="champion uses other encoders, so it cannot be re-scored on these embeddings; "
+            "its stored test AUC (from its own test pairs) was compared"
+        )
+    head = load_head(store, current.object_prefix, sha256=current.weights_sha256)
     va, te = inputs.arrays[Split.VAL], inputs.arrays[Split.TEST]
     scores = calibrated_scores(head, [va.fundus, va.oct], va.y, [te.fundus, te.oct])
     auc = evaluate_binary(
         te.y, scores.test, te.groups, settings.evaluation, val_y01=va.y, val_score=scores.val
     ).auc
-    return auc.value, (auc.low, auc.high)
-
-
-class FusionStageTiming(BaseModel):
-    """What ``make bench`` records for the fusion stage."""
-
-    recompute_embeddings: bool
-    images: int
-    embed_seconds: float
-    fit_seconds: float
-    seconds: float
-    computed: int = Field(
-        description="Embeddings computed (cache: new catalog images; recompute: every image)."
-    )
-    reused: int = Field(description="Embeddings read from the cache (the whole catalog's, when warm).")
-    pairs: int
-    pairing: PairingUsed
-    fusion_auc: float
-
-
-def fusion_stage(
-    settings: Settings, engine: Engine, store: ObjectStore, *, recompute_embeddings: bool
-) -> FusionStageTiming:
-    """The fusion stage without the registry: embeddings, pairs, the full experiment.
-
-    With ``recompute_embeddings=False`` embeddings come from the cache (computing only what
-    is missing); with ``True`` every embedding is computed again in memory and nothing is
-    written, so the two timings differ exactly by the cache.
-    """
-    started = time.perf_counter()
-    inputs = gather_inputs(settings, engine, store, recompute_embeddings=recompute_embeddings)
-    fit_started = time.perf_counter()
-    ev, _ = run_experiment(
-        settings.fusion, settings.evaluation, inputs.arrays, inputs.control, inputs.pairing, inputs.counts()
-    )
-    done = time.perf_counter()
-    return FusionStageTiming(
-        recompute_embeddings=recompute_embeddings,
-        images=inputs.images,
-        embed_seconds=inputs.embed_seconds,
-        fit_seconds=done - fit_started,
-        seconds=done - started,
-        computed=inputs.embed.computed,
-        reused=inputs.embed.reused,
-        pairs=len(inputs.pairs),
-        pairing=inputs.pairing,
-        fusion_auc=ev.row("fusion").result.auc.value,
+    return Remeasured(
+        value=auc.value,
+        ci=(auc.low, auc.high),
+        note="champion re-measured on today's test pairs with the same encoders",
     )

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
-from retina_core.catalog.registry import (
-    Decision,
-    ModelVersion,
-    apply_decision,
-    champion,
-    decide,
-    decision_pending,
-    find_by_run_key,
-    get_version,
-    register_version,
-    run_key,
-)
+from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
+from retina_core.catalog.registry import ModelVersion, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
-from retina_core.config import Settings
+from retina_core.config import ModalityTrainSettings, Settings
+from retina_core.data.records import ImageRecord
 from retina_core.domain import Modality, Split
 from retina_core.evaluation import TaskSpec, evaluate_predictions
 from retina_core.evaluation.calibration import softmax
@@ -42,6 +32,7 @@ from retina_core.models.persist import load_classifier, model_files, read_json, 
 from retina_core.models.registry import model_for_modality
 from retina_core.models.spec import ModelSpec
 from retina_core.progress import reports_stage
+from retina_core.results import TrainReport
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
 from retina_core.training.data import (
@@ -64,24 +55,6 @@ from retina_core.training.loop import (
 log = logging.getLogger(__name__)
 TRAINING_CODE_VERSION = "train-v1"
 """Part of the run key: bump when the loop changes meaning, so old runs are not reused."""
-
-
-class TrainReport(BaseModel):
-    modality: str
-    model_name: str
-    version: int
-    status: str
-    reused: bool
-    run_key: str
-    data_version: int | None
-    counts: dict[str, int]
-    history: list[dict[str, float]]
-    best_epoch: int
-    resumed_from: int | None
-    evaluation: EvaluationResult
-    decision: Decision | None
-    extras: dict[str, Any] = {}
-    seconds: float
 
 
 class NotEnoughData(RuntimeError):
@@ -135,6 +108,7 @@ def train_modality(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
 ) -> TrainReport:
+    """records → arrays → fit → evaluate → register (or reuse the version these inputs made)."""
     started = time.perf_counter()
     ms = settings.train_for(modality)
     name = model_for_modality(modality)
@@ -149,13 +123,7 @@ def train_modality(
         }
     )
     device = select_device(settings.train.device)
-
-    records = cap_records(image_records(engine, modality), ms.max_train_images, ms.seed)
-    held_out = 0
-    if ms.hold_out_pairs:
-        kept = hold_out_paired(records, {p[modality.value] for p in pair_rows(engine)})
-        held_out, records = len(records) - len(kept), kept
-        log.info("%s: %d paired-cohort images held out of the training split for fusion", modality, held_out)
+    records, held_out = _records(engine, modality, ms)
     counts = {s.value: sum(r.split is s for r in records) for s in Split}
     if min(counts.values()) == 0:
         raise NotEnoughData(f"{modality}: every split needs labelled images, got {counts}")
@@ -165,154 +133,141 @@ def train_modality(
     arrays = split_arrays(cache, records)
     train, val, test = arrays[Split.TRAIN], arrays[Split.VAL], arrays[Split.TEST]
 
-    existing = find_by_run_key(engine, name, key)
-    if existing is not None:
-        log.info("%s: inputs unchanged since version %d; reusing it", name, existing.version)
-        ckpt.discard_checkpoints(store, key)  # a kill after registering may have left it
-        metrics = read_json(store, existing.object_prefix, "metrics.json")
-        decision = None
-        if decision_pending(engine, name, existing.version):
-            decision = champion_decision(settings, engine, store, existing, val, test, device)
-            existing = get_version(engine, name, existing.version)
-        return TrainReport(
-            modality=modality.value,
-            model_name=name,
-            version=existing.version,
-            status=existing.status,
-            reused=True,
-            run_key=key,
-            data_version=data_version,
-            counts=counts,
-            history=metrics["history"],
-            best_epoch=metrics["best_epoch"],
-            resumed_from=None,
-            evaluation=EvaluationResult.model_validate(metrics["evaluation"]),
-            decision=decision,
-            extras=metrics.get("extras", {}),
-            seconds=time.perf_counter() - started,
+    def fit_and_evaluate() -> NewVersion[FitResult]:
+        seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
+        task = "regression" if ms.loss == "regression" else "classification"
+        options = {"task": task} if modality is Modality.FUNDUS else {}
+        model = create_model(
+            name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
         )
-
-    seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
-    task = "regression" if ms.loss == "regression" else "classification"
-    options = {"task": task} if modality is Modality.FUNDUS else {}
-    model = create_model(
-        name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
-    )
-    result = fit(
-        model,
-        train,
-        val,
-        ms,
-        device=device,
-        store=store,
-        run_key=key,
-        amp=settings.train.amp,
-        num_workers=settings.train.num_workers,
-        data_version=data_version,
-        on_epoch=on_epoch,
-        on_batch=on_batch,
-    )
-    evaluation, extras = _predict_eval(result.model, val, test, settings, device)
-    extras |= {
-        "held_out_paired": held_out,
-        "preprocess_fingerprint": cache.fingerprint,
-        "cache": {"computed": stats.computed, "reused": stats.reused},
-    }
-    history = [vars(h) for h in result.history]
-    files = model_files(
-        result.model,
-        result.model.spec.to_dict(),
-        {"train": ms.model_dump(), "data_version": data_version, "run_key": key, "device": str(device)},
-        {
+        result = fit(
+            model,
+            train,
+            val,
+            ms,
+            device=device,
+            store=store,
+            run_key=key,
+            amp=settings.train.amp,
+            num_workers=settings.train.num_workers,
+            data_version=data_version,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+        )
+        evaluation, extras = _predict_eval(result.model, val, test, settings, device)
+        extras |= {
+            "held_out_paired": held_out,
+            "preprocess_fingerprint": cache.fingerprint,
+            "cache": {"computed": stats.computed, "reused": stats.reused},
+        }
+        metrics = {
             "evaluation": evaluation.model_dump(mode="json"),
-            "history": history,
+            "history": [vars(h) for h in result.history],
             "best_epoch": result.best_epoch,
             "extras": extras,
             "counts": counts,
-        },
-    )
-    primary = evaluation.primary
-    version = register_version(
+        }
+        files = model_files(
+            result.model,
+            result.model.spec.to_dict(),
+            {"train": ms.model_dump(), "data_version": data_version, "run_key": key, "device": str(device)},
+            metrics,
+        )
+        primary = evaluation.primary
+        return NewVersion(
+            files=files,
+            primary_metric=evaluation.primary_metric,
+            primary=(primary.value, primary.low, primary.high),
+            data_version=data_version,
+            summary={
+                "counts": counts,
+                "best_epoch": result.best_epoch,
+                "architecture": ms.architecture,
+                "image_size": ms.image_size,
+            },
+            payload=FitResult(metrics=metrics, evaluation=evaluation, resumed_from=result.resumed_from),
+        )
+
+    outcome = register_or_reuse(
         engine,
         store,
         name=name,
         key=key,
-        files=files,
-        primary_metric=evaluation.primary_metric,
-        primary=(primary.value, primary.low, primary.high),
-        data_version=data_version,
-        summary={
-            "counts": counts,
-            "best_epoch": result.best_epoch,
-            "architecture": ms.architecture,
-            "image_size": ms.image_size,
-        },
+        margin=settings.registry.margin,
+        fit=fit_and_evaluate,
+        remeasure=lambda current: _remeasure_champion(settings, store, current, ms, val, test, device),
+        unreadable_note="champion could not be re-evaluated; its registered figure was compared",
+        registered=lambda: ckpt.discard_checkpoints(store, key),  # a kill after registering may leave it
     )
-    ckpt.discard_checkpoints(store, key)
-    decision = champion_decision(settings, engine, store, version, val, test, device)
+    if outcome.payload is not None:
+        done = outcome.payload
+        metrics, evaluation, resumed_from = done.metrics, done.evaluation, done.resumed_from
+    else:
+        metrics = read_json(store, outcome.version.object_prefix, "metrics.json")
+        evaluation, resumed_from = EvaluationResult.model_validate(metrics["evaluation"]), None
     return TrainReport(
         modality=modality.value,
         model_name=name,
-        version=version.version,
-        status="champion" if decision.promoted else "candidate",
-        reused=False,
+        version=outcome.version.version,
+        status=outcome.status,
+        reused=outcome.reused,
         run_key=key,
         data_version=data_version,
         counts=counts,
-        history=history,
-        best_epoch=result.best_epoch,
-        resumed_from=result.resumed_from,
+        history=metrics["history"],
+        best_epoch=metrics["best_epoch"],
+        resumed_from=resumed_from,
         evaluation=evaluation,
-        decision=decision,
-        extras=extras,
+        decision=outcome.decision,
+        extras=metrics.get("extras", {}),
         seconds=time.perf_counter() - started,
     )
 
 
-def champion_decision(
+@dataclass
+class FitResult:
+    """What a new version's training produced beyond its files: kept for the report."""
+
+    metrics: dict[str, Any]
+    evaluation: EvaluationResult
+    resumed_from: int | None
+
+
+def _records(engine: Any, modality: Modality, ms: ModalityTrainSettings) -> tuple[list[ImageRecord], int]:
+    """This modality's labelled records (capped for quick runs, paired cohort held out if asked)."""
+    records = cap_records(image_records(engine, modality), ms.max_train_images, ms.seed)
+    if not ms.hold_out_pairs:
+        return records, 0
+    kept = hold_out_paired(records, {p[modality.value] for p in pair_rows(engine)})
+    held_out = len(records) - len(kept)
+    log.info("%s: %d paired-cohort images held out of the training split for fusion", modality, held_out)
+    return kept, held_out
+
+
+def _remeasure_champion(
     settings: Settings,
-    engine: Any,
     store: ObjectStore,
-    candidate: ModelVersion,
+    current: ModelVersion,
+    ms: ModalityTrainSettings,
     val: SplitArrays,
     test: SplitArrays,
     device: Any,
-) -> Decision:
-    """Re-measure the champion on today's test split, then apply the champion/challenger rule.
+) -> Remeasured:
+    """Score the champion on today's test split when it was trained on the same inputs.
 
     Only a champion trained on the same inputs (size, Ben Graham) can be scored on today's
-    arrays; any other is judged on its registered figure, and the reason says so.
+    arrays; any other is judged on its registered figure, and the reason says so. Decided
+    from the small JSON files, so such a champion never has its weights read and hashed.
     """
-    current = champion(engine, candidate.name)
-    champion_value = champion_ci = None
-    note = ""
-    if current is not None and current.version != candidate.version:
-        try:
-            # Decided from the small JSON files, so a champion that cannot be scored on
-            # today's arrays never has its weights read and hashed.
-            spec = ModelSpec.from_dict(read_json(store, current.object_prefix, "spec.json"))
-            same_inputs = spec.input_size == test.images.shape[1] and trained_ben_graham(
-                store, current.object_prefix
-            ) == trained_ben_graham(store, candidate.object_prefix)
-            if same_inputs:  # today's arrays are preprocessed as the candidate was trained
-                old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
-                old_eval, _ = _predict_eval(old, val, test, settings, device)
-                champion_value = old_eval.primary.value
-                champion_ci = (old_eval.primary.low, old_eval.primary.high)
-            else:
-                note = "champion was trained on other inputs; its registered figure was compared"
-        except Exception:  # an unreadable champion must not block registering the candidate
-            log.exception("could not re-evaluate champion %s v%d", current.name, current.version)
-            note = "champion could not be re-evaluated; its registered figure was compared"
-    decision = decide(
-        candidate,
-        current,
-        margin=settings.registry.margin,
-        champion_value=champion_value,
-        champion_ci=champion_ci,
+    spec = ModelSpec.from_dict(read_json(store, current.object_prefix, "spec.json"))
+    same_inputs = (
+        spec.input_size == test.images.shape[1]
+        and trained_ben_graham(store, current.object_prefix) == ms.ben_graham
     )
-    if note:
-        log.info("%s v%d: %s", candidate.name, candidate.version, note)
-        decision = decision.model_copy(update={"reason": f"{decision.reason} ({note})"})
-    apply_decision(engine, decision)
-    return decision
+    if not same_inputs:
+        note = "champion was trained on other inputs; its registered figure was compared"
+        log.info("%s v%d: %s", current.name, current.version, note)
+        return Remeasured(note=note)
+    old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
+    old_eval, _ = _predict_eval(old, val, test, settings, device)
+    return Remeasured(value=old_eval.primary.value, ci=(old_eval.primary.low, old_eval.primary.high))

@@ -1,4 +1,4 @@
-"""Ingestion end to end through retina_core.api: quarantine, idempotency, concurrency, splits."""
+"""Ingestion end to end through retina_core.verbs: quarantine, idempotency, concurrency, splits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.repository import export_images
 from retina_core.config import Settings
 from retina_core.data.rejections import SourceError
@@ -48,7 +48,7 @@ def broken_aptos(root: Path) -> Path:
 
 def test_every_bad_aptos_file_is_quarantined_with_a_reason(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
-    summary = api.ingest(settings, Source.APTOS, str(broken_aptos(tmp_path / "aptos")))
+    summary = verbs.ingest(settings, Source.APTOS, str(broken_aptos(tmp_path / "aptos")))
     assert summary.accepted == 4 and summary.already_known == 0
     assert reasons(summary) == {
         "train_images/empty.png": "empty",
@@ -63,29 +63,29 @@ def test_every_bad_aptos_file_is_quarantined_with_a_reason(tmp_path: Path) -> No
         "train_images/orphan.png": "unlabeled",
     }
     # The rejected bytes are kept with a reason next to them; nothing is lost.
-    store = api.curated_store(settings)
+    store = verbs.curated_store(settings)
     reason_files = [i.key for i in store.list("quarantine/aptos/") if i.key.endswith("reason.json")]
     assert len(reason_files) == len(summary.quarantined)
     kept = json.loads(store.get_bytes(next(k for k in reason_files if b"truncated" in store.get_bytes(k))))
     assert kept["reason"] == "corrupt"
-    exported = export_images(api.catalog_engine(settings))
+    exported = export_images(verbs.catalog_engine(settings))
     assert len(exported) == 4 and all(r["label"] is not None for r in exported)
 
 
 def test_unusable_location_raises_source_error(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
     with pytest.raises(SourceError):
-        api.ingest(settings, Source.APTOS, str(tmp_path / "nowhere"))
+        verbs.ingest(settings, Source.APTOS, str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match=r"train\.csv"):
-        api.ingest(settings, Source.APTOS, str(tmp_path / "empty"))
+        verbs.ingest(settings, Source.APTOS, str(tmp_path / "empty"))
 
 
 def test_symlink_escaping_the_landing_root_is_quarantined(tmp_path: Path) -> None:
     secret = write(tmp_path / "outside" / "secret.png", image_bytes(seed=5))
     root = aptos_folder(tmp_path / "aptos", [("ok", "0"), ("link", "1")], {"ok": image_bytes(seed=1)})
     os.symlink(secret, root / "train_images" / "link.png")
-    summary = api.ingest(make_settings(tmp_path / "home"), Source.APTOS, str(root))
+    summary = verbs.ingest(make_settings(tmp_path / "home"), Source.APTOS, str(root))
     assert summary.accepted == 1
     assert reasons(summary) == {"train_images/link.png": "path_escape"}
 
@@ -116,7 +116,7 @@ def kermany_folder(root: Path) -> Path:
 
 def test_kermany_layout_mislabels_and_patient_split_leak(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
-    summary = api.ingest(settings, Source.KERMANY, str(kermany_folder(tmp_path / "kermany")))
+    summary = verbs.ingest(settings, Source.KERMANY, str(kermany_folder(tmp_path / "kermany")))
     assert reasons(summary) == {
         "OCT2017/train/DME/CNV-1000005-1.jpeg": "class_mismatch",
         "OCT2017/train/GLAUCOMA/GLAUCOMA-1000006-1.jpeg": "unknown_class",
@@ -124,7 +124,7 @@ def test_kermany_layout_mislabels_and_patient_split_leak(tmp_path: Path) -> None
         "OCT2017/train/NORMAL/NORMAL-1000008-1.jpeg": "corrupt",
     }
     assert summary.accepted == 7  # includes an RGB OCT scan, normalised later to L
-    rows = export_images(api.catalog_engine(settings))
+    rows = export_images(verbs.catalog_engine(settings))
     splits_of_1000001 = {r["split"] for r in rows if r["patient_id"] == "1000001"}
     assert len(splits_of_1000001) == 1, "a patient in both train/ and test/ folders must land in one split"
 
@@ -136,27 +136,27 @@ def test_reingest_is_idempotent_and_versions_only_change_with_content(tmp_path: 
         [("a", "0"), ("b", "2"), ("c", "2")],
         {"a": image_bytes(seed=1), "b": image_bytes(seed=2), "c": image_bytes(seed=2)},
     )
-    first = api.ingest(settings, Source.APTOS, str(root))
+    first = verbs.ingest(settings, Source.APTOS, str(root))
     assert (first.accepted, first.duplicates, first.dataset_version) == (2, 1, 1)
-    store_keys = sorted(i.key for i in api.curated_store(settings).list("images/"))
-    second = api.ingest(settings, Source.APTOS, str(root))
+    store_keys = sorted(i.key for i in verbs.curated_store(settings).list("images/"))
+    second = verbs.ingest(settings, Source.APTOS, str(root))
     assert (second.accepted, second.already_known, second.dataset_version) == (0, 2, 1)
-    assert sorted(i.key for i in api.curated_store(settings).list("images/")) == store_keys
+    assert sorted(i.key for i in verbs.curated_store(settings).list("images/")) == store_keys
     write(root / "train_images" / "d.png", image_bytes(seed=4))
     (root / "train.csv").write_text((root / "train.csv").read_text() + "d,4\n")
-    third = api.ingest(settings, Source.APTOS, str(root))
+    third = verbs.ingest(settings, Source.APTOS, str(root))
     assert (third.accepted, third.dataset_version, third.new_images) == (1, 2, {"fundus": 1})
 
 
 def test_same_bytes_with_a_different_label_is_a_conflict(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
     same = image_bytes(seed=3)
-    api.ingest(settings, Source.APTOS, str(aptos_folder(tmp_path / "a1", [("x", "1")], {"x": same})))
-    summary = api.ingest(
+    verbs.ingest(settings, Source.APTOS, str(aptos_folder(tmp_path / "a1", [("x", "1")], {"x": same})))
+    summary = verbs.ingest(
         settings, Source.APTOS, str(aptos_folder(tmp_path / "a2", [("y", "4")], {"y": same}))
     )
     assert reasons(summary) == {"train_images/y.png": "label_conflict"}
-    assert [r["label"] for r in export_images(api.catalog_engine(settings))] == [1]
+    assert [r["label"] for r in export_images(verbs.catalog_engine(settings))] == [1]
 
 
 def test_pairs_manifest(tmp_path: Path) -> None:
@@ -172,16 +172,16 @@ def test_pairs_manifest(tmp_path: Path) -> None:
         "P3,OS,../escape.png,o/p3.jpeg,0,NORMAL\n"
     )
     settings = make_settings(tmp_path / "home")
-    summary = api.ingest(settings, Source.PAIRS, str(root / "pairs.csv"))
+    summary = verbs.ingest(settings, Source.PAIRS, str(root / "pairs.csv"))
     assert summary.new_pairs == 1
     assert reasons(summary) == {"o/missing.jpeg": "file_missing", "../escape.png": "path_escape"}
-    rows = {(r["modality"], r["patient_id"]): r for r in export_images(api.catalog_engine(settings))}
+    rows = {(r["modality"], r["patient_id"]): r for r in export_images(verbs.catalog_engine(settings))}
     assert rows[("fundus", "P1")]["label"] == 2 and rows[("oct", "P1")]["label"] == 1
     assert rows[("fundus", "P1")]["split"] == rows[("oct", "P1")]["split"]
 
 
 def _ingest_in_process(home: str, location: str, database_url: str | None) -> dict[str, int]:
-    summary = api.ingest(make_settings(Path(home), database_url), Source.APTOS, location)
+    summary = verbs.ingest(make_settings(Path(home), database_url), Source.APTOS, location)
     return {"accepted": summary.accepted, "known": summary.already_known}
 
 
@@ -203,13 +203,13 @@ def _overlapping_sources(tmp_path: Path) -> tuple[Path, Path, int]:
 def _race(tmp_path: Path, database_url: str | None) -> None:
     a, b, total = _overlapping_sources(tmp_path)
     home = str(tmp_path / "home")
-    api.catalog_engine(make_settings(Path(home), database_url))  # schema first; the race is on rows
+    verbs.catalog_engine(make_settings(Path(home), database_url))  # schema first; the race is on rows
     ctx = mp.get_context("spawn")
     with ctx.Pool(2) as pool:
         results = pool.starmap(
             _ingest_in_process, [(home, str(a), database_url), (home, str(b), database_url)]
         )
-    rows = export_images(api.catalog_engine(make_settings(Path(home), database_url)))
+    rows = export_images(verbs.catalog_engine(make_settings(Path(home), database_url)))
     assert len(rows) == total == len({r["sha256"] for r in rows})
     assert sum(r["accepted"] for r in results) == total
     assert sum(r["known"] for r in results) == 40 - total
@@ -229,9 +229,9 @@ def test_two_concurrent_ingests_register_each_image_once_postgres(tmp_path: Path
 def test_catalog_on_postgres_reingest_and_conflicts(tmp_path: Path) -> None:
     with fresh_database() as url:
         settings = make_settings(tmp_path / "home", url)
-        summary = api.ingest(settings, Source.APTOS, str(broken_aptos(tmp_path / "aptos")))
+        summary = verbs.ingest(settings, Source.APTOS, str(broken_aptos(tmp_path / "aptos")))
         assert summary.accepted == 4 and len(summary.quarantined) == 10
-        again = api.ingest(settings, Source.APTOS, str(tmp_path / "aptos"))
+        again = verbs.ingest(settings, Source.APTOS, str(tmp_path / "aptos"))
         assert (again.accepted, again.already_known, again.dataset_version) == (0, 4, summary.dataset_version)
 
 
@@ -246,9 +246,9 @@ def test_lesion_masks_beside_synthetic_images_are_kept(tmp_path: Path) -> None:
         (Source.KERMANY, "kermany"),
         (Source.PAIRS, "pairs.csv"),
     ):
-        api.ingest(settings, source, str(tmp_path / "synth" / location))
-    store = api.curated_store(settings)
-    rows = export_images(api.catalog_engine(settings))
+        verbs.ingest(settings, source, str(tmp_path / "synth" / location))
+    store = verbs.curated_store(settings)
+    rows = export_images(verbs.catalog_engine(settings))
     with_mask = {r["sha256"] for r in rows if store.exists(mask_key(r["sha256"]))}
     diseased = {
         r["sha256"]

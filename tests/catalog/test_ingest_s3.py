@@ -6,7 +6,7 @@ from pathlib import Path
 
 import boto3
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.repository import export_images
 from retina_core.config import Settings
 from retina_core.domain import Source
@@ -27,13 +27,13 @@ def test_s3_landing_into_s3_store(tmp_path: Path, s3_bucket: tuple[str, str]) ->
     settings = Settings(
         home=tmp_path / "home", storage_url=f"s3://{bucket}/curated", s3_endpoint_url=endpoint
     )
-    summary = api.ingest(settings, Source.APTOS, f"s3://{bucket}/landing/aptos")
+    summary = verbs.ingest(settings, Source.APTOS, f"s3://{bucket}/landing/aptos")
     assert summary.accepted == 4
     assert reasons(summary)["train_images/truncated.png"] == "corrupt"
     assert reasons(summary)["train_images/missing.png"] == "file_missing"
-    store = api.curated_store(settings)
-    rows = export_images(api.catalog_engine(settings))
+    store = verbs.curated_store(settings)
+    rows = export_images(verbs.catalog_engine(settings))
     assert all(store.exists(r["object_key"]) for r in rows) and len(rows) == 4
     assert any(i.key.endswith("reason.json") for i in store.list("quarantine/aptos/"))
-    again = api.ingest(settings, Source.APTOS, f"s3://{bucket}/landing/aptos")
+    again = verbs.ingest(settings, Source.APTOS, f"s3://{bucket}/landing/aptos")
     assert (again.accepted, again.already_known) == (0, 4)

@@ -79,14 +79,17 @@ def test_bad_config_file_is_an_error(home: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "epoch" in result.stderr
 
 
-def test_demo_quick_trains_longer_than_the_quick_preset_without_growing() -> None:
-    from retina_cli.app import DEMO_QUICK_EPOCHS, demo_quick_settings
-    from retina_core.config import Settings
+def test_demo_quick_trains_longer_than_the_quick_preset_without_growing(home: Path, tmp_path: Path) -> None:
+    from retina_cli.app import DEMO_QUICK_EPOCHS, demo_params
+    from retina_core.domain import Modality
 
-    s = demo_quick_settings(Settings())
-    for ms in (s.train.fundus, s.train.oct):
+    params = demo_params(tmp_path / "data", quick=True, config=None)
+    for modality in Modality:
+        ms = params.train_params(modality).settings().train_for(modality)
         assert (ms.epochs, ms.patience, ms.image_size) == (DEMO_QUICK_EPOCHS, DEMO_QUICK_EPOCHS, 64)
-    assert DEMO_QUICK_EPOCHS > 2 and s.evaluation.bootstrap == 200
+    assert DEMO_QUICK_EPOCHS > 2 and params.settings().evaluation.bootstrap == 200
+    full = demo_params(tmp_path / "data", quick=False, config=None)
+    assert full.train_params(Modality.OCT).settings().train.oct.epochs == full.settings().train.oct.epochs
 
 
 def test_training_shows_plain_stage_and_epoch_lines_on_stderr_only(
@@ -117,12 +120,12 @@ def test_training_shows_plain_stage_and_epoch_lines_on_stderr_only(
 def test_pipeline_summary_links_the_report_and_the_demo_says_what_next(tmp_path: Path) -> None:
     import yaml
 
-    from retina_cli.app import NEXT_STEP, _pipeline_summary
-    from retina_core.pipeline import PipelineResult
+    from retina_cli.app import NEXT_STEP
+    from retina_core.results import PipelineResult
 
     page = tmp_path / "reports" / "run 1" / "index.html"
     result = PipelineResult(run_id="run 1", report_path=str(page), ingested=[], models=[], fusion=None)
-    assert _pipeline_summary(result).splitlines()[-1] == f"report: {page.as_uri()}"
+    assert result.summary_text().splitlines()[-1] == f"report: {page.as_uri()}"
     assert page.as_uri().startswith("file:///") and "%20" in page.as_uri()  # a link a terminal can open
     deployment = NEXT_STEP.split("start the ", 1)[1].split(" deployment", 1)[0]
     prefect_yaml = yaml.safe_load((Path(__file__).parents[2] / "deployments" / "prefect.yaml").read_text())

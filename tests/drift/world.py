@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.repository import latest_dataset_version
 from retina_core.config import Settings
 from retina_core.data.synthetic import CameraShift, Shift, SynthSpec, write_synthetic
@@ -62,8 +62,8 @@ def land(world: DriftWorld, name: str, spec: SynthSpec) -> int:
     """Write and ingest one batch of fundus photos and OCT scans; returns the new dataset version."""
     out = world.root / name
     write_synthetic(out, spec)
-    api.ingest(world.settings, Source.APTOS, str(out / "aptos"))
-    api.ingest(world.settings, Source.KERMANY, str(out / "kermany"))
+    verbs.ingest(world.settings, Source.APTOS, str(out / "aptos"))
+    verbs.ingest(world.settings, Source.KERMANY, str(out / "kermany"))
     version = latest_dataset_version(world.engine)
     assert version is not None
     return version
@@ -71,7 +71,7 @@ def land(world: DriftWorld, name: str, spec: SynthSpec) -> int:
 
 def build_trained(root: Path) -> DriftWorld:
     settings = drift_settings(root / "home")
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
     world = DriftWorld(settings, engine, store, root, trained_version=0)
     world.trained_version = land(world, "train", SynthSpec(fundus=120, oct=120, size=SIZE, seed=1))
     for modality in Modality:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from retina_core.config import write_settings_file
 from retina_core.data.synthetic import SynthSpec
 from retina_core.domain import Modality
 from tests.fusion.world import World, build_world, register_stand_in
@@ -43,13 +44,14 @@ def test_embed_then_fusion_flow_map_shards_and_publish_artifacts(prefect_api: No
     from flows.embed import EmbedParams, embed_flow
     from flows.fusion import FusionParams, train_fusion_flow
 
-    state = embed_flow(EmbedParams(shard_size=16), settings=world.settings, return_state=True)
+    config = str(write_settings_file(world.settings, world.out.parent / "settings.yaml"))
+    state = embed_flow(EmbedParams(shard_size=16, config_file=config), return_state=True)
     assert state.is_completed()
     report = state.result()
     assert (report.fundus.computed, report.oct.computed) == (SPEC.fundus, SPEC.oct)
     assert "embedding-cache" in _artifacts(state.state_details.flow_run_id)
 
-    state = train_fusion_flow(FusionParams(epochs=5), settings=world.settings, return_state=True)
+    state = train_fusion_flow(FusionParams(epochs=5, config_file=config), return_state=True)
     assert state.is_completed()
     fusion = state.result()
     assert fusion.pairing == "virtual" and fusion.version == 1
@@ -78,8 +80,8 @@ def test_only_store_and_database_outages_are_retried() -> None:
     from prefect.states import Failed
     from sqlalchemy.exc import OperationalError
 
+    from retina_core.fusion.embedding_cache import DamagedShard
     from retina_core.storage import ObjectNotFoundError, StorageError, StorageUnavailable
-    from retina_core.storage.embedding_cache import DamagedShard
     from tasks import embed as embed_tasks
     from tasks.fusion import train_fusion as train_fusion_task
     from tasks.retries import io_failure

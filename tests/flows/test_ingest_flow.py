@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retina_core.config import Settings
+from retina_core.config import Settings, write_settings_file
 from retina_core.domain import Source
 from tests.support.files import aptos_folder, image_bytes
 
@@ -31,8 +31,9 @@ def test_ingest_flow_maps_chunks_and_emits_dataset_updated(
         [(f"i{i}", str(i % 5)) for i in range(7)] + [("bad", "9")],
         {**{f"i{i}": image_bytes(seed=i) for i in range(7)}, "bad": image_bytes(seed=99)},
     )
-    params = IngestParams(source=Source.APTOS, location=str(root), chunk_size=3)
-    state = ingest_flow(params, settings=settings, return_state=True)
+    config = write_settings_file(settings, tmp_path / "settings.yaml")
+    params = IngestParams(source=Source.APTOS, location=str(root), chunk_size=3, config_file=str(config))
+    state = ingest_flow(params, return_state=True)
     summary = state.result()
     assert state.is_completed()
     assert (summary.accepted, len(summary.quarantined)) == (7, 1)
@@ -45,7 +46,7 @@ def test_ingest_flow_maps_chunks_and_emits_dataset_updated(
     assert event["resource"]["prefect.resource.id"] == f"retina.dataset.{summary.dataset_version}"
 
     # A re-run accepts nothing new and therefore emits nothing (no retrain storm).
-    again = ingest_flow(params, settings=settings)
+    again = ingest_flow(params)
     assert again.accepted == 0 and len(emitted) == 1
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from retina_core.config import Settings
+from retina_core.config import Settings, write_settings_file
 from retina_core.domain import Source
-from retina_core.pipeline import SourceSpec
+from retina_core.results import SourceSpec
 
 SECTIONS = ["summary", "data", "models", "fusion", "explanations", "model-cards", "notes"]
 
@@ -46,6 +46,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: None):
     d["fusion"]["epochs"] = 10
     settings = Settings.model_validate(d)
     params = PipelineParams(
+        config_file=str(write_settings_file(settings, root / "settings.yaml")),
         sources=[
             SourceSpec(source=Source.APTOS, location=str(data / "aptos")),
             SourceSpec(source=Source.KERMANY, location=str(data / "kermany")),
@@ -53,7 +54,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, prefect_api: None):
         ],
         synthetic=True,
     )
-    result = retrain_pipeline_flow(params, settings=settings)
+    result = retrain_pipeline_flow(params)
     return settings, result
 
 
@@ -90,14 +91,14 @@ def test_pipeline_writes_a_complete_report(pipeline_run) -> None:
 
 
 def test_pipeline_registered_models_and_kept_a_copy_in_the_store(pipeline_run) -> None:
-    from retina_core import api
+    from retina_core import verbs
     from retina_core.catalog.registry import list_versions
 
     settings, result = pipeline_run
-    names = {v.name for v in list_versions(api.catalog_engine(settings))}
+    names = {v.name for v in list_versions(verbs.catalog_engine(settings))}
     assert {"fundus_cnn", "oct_cnn", "fusion_head"} <= names
-    assert api.curated_store(settings).exists(f"reports/{result.run_id}/index.html")
-    assert {m["model"] for m in result.models} == {"fundus_cnn", "oct_cnn"}
+    assert verbs.curated_store(settings).exists(f"reports/{result.run_id}/index.html")
+    assert {m["model"] for m in result.contract()["models"]} == {"fundus_cnn", "oct_cnn"}
 
 
 def test_the_run_is_named_for_what_started_it(pipeline_run) -> None:

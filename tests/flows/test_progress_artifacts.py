@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from retina_core import progress
+from retina_core.config import write_settings_file
 from retina_core.data.synthetic import SynthSpec
 from retina_core.domain import Modality
 from tests.fusion.world import World, build_world, register_stand_in
@@ -50,6 +51,11 @@ def world(tmp_path: Path) -> Iterator[World]:
     torch.set_num_threads(before)
 
 
+def _config_file(world: World) -> str:
+    """The world's settings as the flow's config file (flows never take the settings object)."""
+    return str(write_settings_file(world.settings, world.out.parent / "settings.yaml"))
+
+
 def _artifacts(flow_run_id: object) -> list[Any]:
     """Every artifact (every version of a keyed one) created in the flow run, oldest first."""
     from prefect.client.orchestration import get_client
@@ -68,9 +74,11 @@ def test_training_moves_its_progress_artifact_to_100_and_tables_every_epoch(
     from flows.train import TrainParams, train_modality_flow
 
     recorder = Recorder()
-    params = TrainParams(modality=Modality.OCT, epochs=3, image_size=32, batch_size=64)
+    params = TrainParams(
+        modality=Modality.OCT, epochs=3, image_size=32, batch_size=64, config_file=_config_file(world)
+    )
     with progress.installed(recorder):
-        state = train_modality_flow(params, settings=world.settings, return_state=True)
+        state = train_modality_flow(params, return_state=True)
     assert state.is_completed()
     artifacts = _artifacts(state.state_details.flow_run_id)
 
@@ -97,8 +105,9 @@ def test_embedding_moves_one_progress_artifact_per_modality_shard_by_shard(
     for modality in Modality:
         register_stand_in(world, modality, seed=0)
     recorder = Recorder()
+    params = EmbedParams(shard_size=16, config_file=_config_file(world))
     with progress.installed(recorder):
-        state = embed_flow(EmbedParams(shard_size=16), settings=world.settings, return_state=True)
+        state = embed_flow(params, return_state=True)
     assert state.is_completed()
     artifacts = {a.key: a for a in _artifacts(state.state_details.flow_run_id)}
     for modality, images in ((Modality.FUNDUS, SPEC.fundus), (Modality.OCT, SPEC.oct)):
@@ -112,7 +121,7 @@ def test_embedding_moves_one_progress_artifact_per_modality_shard_by_shard(
 
     again = Recorder()  # all cached now: the bars still end at 100%, but no stage is shown
     with progress.installed(again):
-        state = embed_flow(EmbedParams(shard_size=16), settings=world.settings, return_state=True)
+        state = embed_flow(params, return_state=True)
     artifacts = {a.key: a for a in _artifacts(state.state_details.flow_run_id)}
     assert all(artifacts[f"embed-{m.value}-progress"].data == 100.0 for m in Modality)
     assert again.events == []

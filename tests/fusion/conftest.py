@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from retina_core.data.synthetic import SynthSpec
-from retina_core.fusion.report import FusionReport
 from retina_core.fusion.train import train_fusion
+from retina_core.results import FusionReport
 from tests.fusion.world import World, build_world
 
 PAIRED = SynthSpec(fundus=200, oct=200, pairs=400, size=128, seed=0, complementary_fraction=0.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.registry import promote
 from retina_core.catalog.repository import image_records
 from retina_core.data.synthetic import SynthSpec, write_synthetic
@@ -21,9 +21,9 @@ from retina_core.fusion.embed import (
     encoders_to_use,
     open_encoder,
 )
+from retina_core.fusion.embedding_cache import EmbeddingCache
 from retina_core.models.persist import DamagedWeights
 from retina_core.storage import LocalObjectStore
-from retina_core.storage.embedding_cache import EmbeddingCache
 from tests.fusion.world import World, register_stand_in, world_settings
 from tests.support.files import aptos_folder, image_bytes
 
@@ -41,9 +41,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def world(synth: Path, tmp_path: Path) -> World:
     settings = world_settings(tmp_path / "home")
     settings.embed.shard_size = 8
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
-    api.ingest(settings, Source.APTOS, str(synth / "aptos"))
-    api.ingest(settings, Source.KERMANY, str(synth / "kermany"))
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
+    verbs.ingest(settings, Source.APTOS, str(synth / "aptos"))
+    verbs.ingest(settings, Source.KERMANY, str(synth / "kermany"))
     w = World(settings, engine, store, None, synth)  # type: ignore[arg-type]
     for modality in Modality:
         register_stand_in(w, modality, seed=0)
@@ -77,7 +77,7 @@ def test_second_run_computes_nothing_and_new_images_cost_one_each(
         [(n, str(i % 5)) for i, n in enumerate(names)],
         {n: image_bytes((80, 80), seed=100 + i) for i, n in enumerate(names)},
     )
-    assert api.ingest(world.settings, Source.APTOS, str(more)).accepted == k
+    assert verbs.ingest(world.settings, Source.APTOS, str(more)).accepted == k
     third = embed_all(world.settings, world.engine, world.store)
     assert (third.fundus.computed, third.fundus.reused) == (k, SPEC.fundus)
     assert third.oct.computed == 0
@@ -96,7 +96,7 @@ def test_weights_changed_after_registration_are_refused_when_the_network_is_need
     # Cached embeddings were made by the registered weights: still valid, nothing read.
     assert embed_all(world.settings, world.engine, world.store).computed == 0
     more = aptos_folder(tmp_path / "more", [("late", "2")], {"late": image_bytes((80, 80), seed=7)})
-    assert api.ingest(world.settings, Source.APTOS, str(more)).accepted == 1
+    assert verbs.ingest(world.settings, Source.APTOS, str(more)).accepted == 1
     with pytest.raises(DamagedWeights, match="changed after registration"):
         embed_all(world.settings, world.engine, world.store)  # one miss: the weights are needed
 
@@ -148,4 +148,4 @@ def test_encoder_choice_champion_else_newest_and_a_new_encoder_is_a_new_cache(wo
 def test_no_registered_encoder_says_what_to_do(tmp_path: Path) -> None:
     settings = world_settings(tmp_path / "empty")
     with pytest.raises(NoEncoder, match="train fundus and oct first"):
-        embed_all(settings, api.catalog_engine(settings), api.curated_store(settings))
+        embed_all(settings, verbs.catalog_engine(settings), verbs.curated_store(settings))

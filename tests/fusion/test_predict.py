@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from retina_cli.app import app
 from retina_core.catalog.registry import champion
-from retina_core.fusion.report import FusionReport
 from retina_core.models.persist import DamagedWeights
 from retina_core.predict import InvalidImage, Predictor
+from retina_core.results import FusionReport
 from tests.fusion.world import World
 
 pytestmark = pytest.mark.slow  # uses the paired world

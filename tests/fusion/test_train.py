@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-import retina_core.fusion.train as fusion_train
+import retina_core.catalog.challenge as challenge
+from benchmarks.fusion_stage import fusion_stage
 from retina_core.catalog.registry import decided, history, list_versions
-from retina_core.fusion.report import FusionReport
-from retina_core.fusion.train import MODEL_NAME, NotEnoughPairs, fusion_stage, resolve_pairing, train_fusion
+from retina_core.fusion.train import MODEL_NAME, NotEnoughPairs, resolve_pairing, train_fusion
 from retina_core.models.fusion import ConcatMLPFusion, load_head
+from retina_core.results import FusionReport
 from tests.fusion.conftest import PAIRED
 from tests.fusion.world import World
 
@@ -130,7 +131,7 @@ def test_a_run_killed_before_the_champion_rule_is_decided_by_the_next_run(
         raise SystemExit("killed between registration and decision")
 
     before = {v.version for v in list_versions(paired_world.engine, MODEL_NAME)}
-    monkeypatch.setattr(fusion_train, "champion_decision", killed)
+    monkeypatch.setattr(challenge, "challenge_champion", killed)
     with pytest.raises(SystemExit):
         train_fusion(settings, paired_world.engine, paired_world.store)
     monkeypatch.undo()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from sqlalchemy import Engine
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.registry import ModelVersion, register_version
 from retina_core.config import Settings
 from retina_core.data.synthetic import SynthSpec, SynthSummary, write_synthetic
@@ -72,13 +72,13 @@ def build_world(
     out = root / "synth"
     synth = write_synthetic(out, spec)
     settings = world_settings(root / "home", test_fraction=test_fraction, **fusion)
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
     if spec.fundus:
-        api.ingest(settings, Source.APTOS, str(out / "aptos"))
+        verbs.ingest(settings, Source.APTOS, str(out / "aptos"))
     if spec.oct:
-        api.ingest(settings, Source.KERMANY, str(out / "kermany"))
+        verbs.ingest(settings, Source.KERMANY, str(out / "kermany"))
     if spec.pairs:
-        api.ingest(settings, Source.PAIRS, str(out / "pairs.csv"))
+        verbs.ingest(settings, Source.PAIRS, str(out / "pairs.csv"))
     if train:
         for modality in Modality:
             train_modality(settings, modality, engine=engine, store=store)

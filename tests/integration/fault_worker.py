@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import load_settings
 from retina_core.domain import Modality
 from retina_core.storage import ObjectStore
@@ -56,10 +56,11 @@ def embeddings(count: int) -> tuple[list[str], np.ndarray]:
 
 
 def train(args: argparse.Namespace) -> None:
+    import retina_core.catalog.challenge as challenge
     import retina_core.training.run as run
 
     settings = load_settings()
-    store: Any = api.curated_store(settings)
+    store: Any = verbs.curated_store(settings)
     on_batch = None
     if args.hang_at_batch:
         where = [int(x) for x in args.hang_at_batch.split(",")]
@@ -71,21 +72,21 @@ def train(args: argparse.Namespace) -> None:
     if args.hang_in_register:  # after the first model file landed, before the row commits
         store = HangAfterPut(store, lambda key: key.startswith("models/"), 1, args.out)
     if args.hang_before_decision:  # the version row committed, the champion rule not yet applied
-        run.champion_decision = lambda *_, **__: hang(args.out)
+        challenge.challenge_champion = lambda *_, **__: hang(args.out)
     report = run.train_modality(
-        settings, Modality.OCT, engine=api.catalog_engine(settings), store=store, on_batch=on_batch
+        settings, Modality.OCT, engine=verbs.catalog_engine(settings), store=store, on_batch=on_batch
     )
     args.out.write_text(report.model_dump_json())
 
 
 def embed(args: argparse.Namespace) -> None:
-    from retina_core.storage.embedding_cache import EmbeddingCache
+    from retina_core.fusion.embedding_cache import EmbeddingCache
 
     settings = load_settings()
-    store: Any = api.curated_store(settings)
+    store: Any = verbs.curated_store(settings)
     if args.hang_after_shard:  # the shard's object exists, its index rows are not committed
         store = HangAfterPut(store, lambda key: key.endswith(".safetensors"), args.hang_after_shard, args.out)
-    cache = EmbeddingCache(store, api.catalog_engine(settings), args.cache_key, shard_size=args.shard_size)
+    cache = EmbeddingCache(store, verbs.catalog_engine(settings), args.cache_key, shard_size=args.shard_size)
     shas, vectors = embeddings(args.count)
     todo = set(cache.missing(shas))
     keep = [i for i, sha in enumerate(shas) if sha in todo]

@@ -25,14 +25,14 @@ import pytest
 from botocore.client import BaseClient
 from sqlalchemy.exc import OperationalError
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.registry import history, list_versions
 from retina_core.catalog.repository import image_records
-from retina_core.config import Settings
+from retina_core.config import Settings, write_settings_file
 from retina_core.data.synthetic import SynthSpec, write_synthetic
 from retina_core.domain import Modality, Source
+from retina_core.fusion.embedding_cache import EmbeddingCache
 from retina_core.storage import S3ObjectStore, StorageError, StorageUnavailable
-from retina_core.storage.embedding_cache import EmbeddingCache
 from retina_core.training.checkpoint import checkpoint_prefix
 from tests.support.moto import RestartableMotoServer
 
@@ -160,9 +160,12 @@ def test_ingest_flow_survives_an_outage_mid_run(
     try:
         summary = ingest_flow(
             IngestParams(
-                source=Source.APTOS, location=f"s3://{bucket}/landing/aptos", chunk_size=4, emit=False
-            ),
-            settings=settings,
+                source=Source.APTOS,
+                location=f"s3://{bucket}/landing/aptos",
+                chunk_size=4,
+                emit=False,
+                config_file=str(write_settings_file(settings, tmp_path / "settings.yaml")),
+            )
         )
     finally:
         watcher.join(timeout=130)
@@ -171,8 +174,8 @@ def test_ingest_flow_survives_an_outage_mid_run(
     assert outage.seconds >= OUTAGE_S - 0.5
     assert 0 < stored_before_outage[0] < 48, "the outage did not fall in the middle of the run"
     assert (summary.accepted, summary.quarantined) == (48, []), summary.quarantined
-    store = api.curated_store(settings)
-    records = image_records(api.catalog_engine(settings), Modality.FUNDUS)
+    store = verbs.curated_store(settings)
+    records = image_records(verbs.catalog_engine(settings), Modality.FUNDUS)
     assert len(records) == 48
     for record in records:
         assert hashlib.sha256(store.get_bytes(record.object_key)).hexdigest() == record.sha256
@@ -238,12 +241,12 @@ def run_worker(env: dict[str, str], out: Path, *args: str, hang: bool = False) -
 
 
 def model_keys(settings: Settings) -> list[str]:
-    return [i.key for i in api.curated_store(settings).list("models/")]
+    return [i.key for i in verbs.curated_store(settings).list("models/")]
 
 
 def assert_cache_decodes(settings: Settings, expected: int) -> None:
     """Every preprocessed entry is a whole .npy of the cache's shape: none half-written."""
-    store = api.curated_store(settings)
+    store = verbs.curated_store(settings)
     keys = [i.key for i in store.list("cache/preprocessed/oct/32/")]
     assert len(keys) == expected
     for key in keys:
@@ -257,8 +260,8 @@ def test_killed_training_leaves_nothing_half_done_and_reruns_reuse_the_work(
 ) -> None:
     env, settings = fault_env
     write_synthetic(tmp_path / "data", SynthSpec(fundus=0, oct=40, size=64, seed=21))
-    assert api.ingest(settings, Source.KERMANY, str(tmp_path / "data" / "kermany")).accepted == 40
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    assert verbs.ingest(settings, Source.KERMANY, str(tmp_path / "data" / "kermany")).accepted == 40
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
 
     # 1. Killed in the second epoch: epoch 0's checkpoint is all it leaves, besides a whole cache.
     run_worker(env, tmp_path / "1" / "out.json", "train", "--hang-at-batch", "1,0", hang=True)
@@ -315,8 +318,8 @@ def test_killed_embedding_run_leaves_no_index_row_without_its_shard(
     run_worker(
         env, tmp_path / "1" / "out.json", "embed", key, "12", "4", "--hang-after-shard", "2", hang=True
     )
-    cache = EmbeddingCache(api.curated_store(settings), api.catalog_engine(settings), key, shard_size=4)
-    objects = [i.key for i in api.curated_store(settings).list(f"embeddings/{key}/")]
+    cache = EmbeddingCache(verbs.curated_store(settings), verbs.catalog_engine(settings), key, shard_size=4)
+    objects = [i.key for i in verbs.curated_store(settings).list(f"embeddings/{key}/")]
     assert len(objects) == 2, "both shard objects were written"
     assert [s.n for s in cache.shards()] == [4], "only the first shard is indexed"
     assert cache.missing(shas) == shas[4:]
@@ -331,4 +334,4 @@ def test_killed_embedding_run_leaves_no_index_row_without_its_shard(
     assert cache.count() == 12 and len(cache.shards()) == 3
     np.testing.assert_array_equal(cache.get(shas), expected)
     assert cache.verify_and_evict_damaged() == []
-    assert len([i.key for i in api.curated_store(settings).list(f"embeddings/{key}/")]) == 3
+    assert len([i.key for i in verbs.curated_store(settings).list(f"embeddings/{key}/")]) == 3

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.registry import list_versions
 from retina_core.catalog.repository import image_records
 from retina_core.data.synthetic import SynthSpec, write_synthetic
@@ -216,7 +216,7 @@ def seed_oct(service: Service) -> int:
     """
     out = service.scratch / "oct"
     write_synthetic(out, SynthSpec(fundus=0, oct=OCT_SEED_IMAGES, size=64, seed=7))
-    summary = api.ingest(service.settings, Source.KERMANY, str(out / "kermany"))
+    summary = verbs.ingest(service.settings, Source.KERMANY, str(out / "kermany"))
     return summary.accepted
 
 
@@ -283,8 +283,8 @@ def test_scheduled_ingest_triggers_one_retrain_at_a_time_and_registers_models(se
     check_ui_path(service, retrain, retrain_1["id"])
 
     # 6. The catalog and the store: one version per model, files matching their rows.
-    engine = api.catalog_engine(settings)
-    store = api.curated_store(settings)
+    engine = verbs.catalog_engine(settings)
+    store = verbs.curated_store(settings)
     versions = {(v.name, v.version): v for v in list_versions(engine)}
     expected = {("fundus_cnn", 1), ("oct_cnn", 1), ("fusion_head", 1)}
     assert set(versions) == expected, "exactly one version per model: the second retrain skipped"

@@ -13,13 +13,13 @@ from sqlalchemy import Engine, inspect, select, update
 
 from retina_core.catalog.db import head_revision, make_engine, migrate, session_scope
 from retina_core.catalog.models import EmbeddingShardFileRow, EmbeddingShardRow
-from retina_core.storage import LocalObjectStore, ObjectStore
-from retina_core.storage.embedding_cache import (
+from retina_core.fusion.embedding_cache import (
     DamagedShard,
     EmbeddingCache,
     MissingEmbeddings,
     encoder_cache_key,
 )
+from retina_core.storage import LocalObjectStore, ObjectStore
 
 KEY = encoder_cache_key("weights", "preprocess", "embed-v1")
 

@@ -37,10 +37,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from sqlalchemy import Engine, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
-from retina_core.catalog.db import session_scope
+from retina_core.catalog.db import session_scope, upsert
 from retina_core.catalog.models import EmbeddingShardFileRow, EmbeddingShardRow, utcnow
 from retina_core.storage.base import ObjectExistsError, ObjectNotFoundError, ObjectStore
 
@@ -90,11 +88,6 @@ def encoder_cache_key(weights_sha256: str, preprocess_fingerprint: str, embed_co
     """
     payload = json.dumps([weights_sha256, preprocess_fingerprint, embed_code_version])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-def _insert(session: Session, table: type) -> object:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _chunks(items: Sequence[str], size: int = _QUERY_CHUNK) -> Iterator[Sequence[str]]:
@@ -235,7 +228,7 @@ class EmbeddingCache:
             self.store.put_bytes(key, data)
         with session_scope(self.engine) as session:
             session.execute(
-                _insert(session, EmbeddingShardFileRow)
+                upsert(session, EmbeddingShardFileRow)
                 .values(
                     shard_key=key,
                     cache_key=self.cache_key,
@@ -248,7 +241,7 @@ class EmbeddingCache:
             )
             now = utcnow()
             session.execute(
-                _insert(session, EmbeddingShardRow)
+                upsert(session, EmbeddingShardRow)
                 .values(
                     [
                         {
