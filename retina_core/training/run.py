@@ -16,7 +16,6 @@ from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_re
 from retina_core.catalog.registry import ModelVersion, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
 from retina_core.config import ModalityTrainSettings, Settings
-from retina_core.data.records import ImageRecord
 from retina_core.domain import Modality, Split
 from retina_core.evaluation import TaskSpec, evaluate_predictions
 from retina_core.evaluation.calibration import softmax
@@ -123,85 +122,23 @@ def train_modality(
         }
     )
     device = select_device(settings.train.device)
-    records, held_out = _records(engine, modality, ms)
-    counts = {s.value: sum(r.split is s for r in records) for s in Split}
-    if min(counts.values()) == 0:
-        raise NotEnoughData(f"{modality}: every split needs labelled images, got {counts}")
-    cache = cache_for(store, modality, ms.image_size, ms.ben_graham)
-    stats = ensure_preprocessed(cache, store, records)
-    log.info("%s preprocessed cache: %d computed, %d reused", modality, stats.computed, stats.reused)
-    arrays = split_arrays(cache, records)
-    train, val, test = arrays[Split.TRAIN], arrays[Split.VAL], arrays[Split.TEST]
-
-    def fit_and_evaluate() -> NewVersion[FitResult]:
-        seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
-        task = "regression" if ms.loss == "regression" else "classification"
-        options = {"task": task} if modality is Modality.FUNDUS else {}
-        model = create_model(
-            name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
-        )
-        result = fit(
-            model,
-            train,
-            val,
-            ms,
-            device=device,
-            store=store,
-            run_key=key,
-            amp=settings.train.amp,
-            num_workers=settings.train.num_workers,
-            data_version=data_version,
-            on_epoch=on_epoch,
-            on_batch=on_batch,
-        )
-        evaluation, extras = _predict_eval(result.model, val, test, settings, device)
-        extras |= {
-            "held_out_paired": held_out,
-            "preprocess_fingerprint": cache.fingerprint,
-            "cache": {"computed": stats.computed, "reused": stats.reused},
-        }
-        metrics = {
-            "evaluation": evaluation.model_dump(mode="json"),
-            "history": [vars(h) for h in result.history],
-            "best_epoch": result.best_epoch,
-            "extras": extras,
-            "counts": counts,
-        }
-        files = model_files(
-            result.model,
-            result.model.spec.to_dict(),
-            {"train": ms.model_dump(), "data_version": data_version, "run_key": key, "device": str(device)},
-            metrics,
-        )
-        primary = evaluation.primary
-        return NewVersion(
-            files=files,
-            primary_metric=evaluation.primary_metric,
-            primary=(primary.value, primary.low, primary.high),
-            data_version=data_version,
-            summary={
-                "counts": counts,
-                "best_epoch": result.best_epoch,
-                "architecture": ms.architecture,
-                "image_size": ms.image_size,
-            },
-            payload=FitResult(metrics=metrics, evaluation=evaluation, resumed_from=result.resumed_from),
-        )
-
+    data = training_data(engine, store, modality, ms)
     outcome = register_or_reuse(
         engine,
         store,
         name=name,
         key=key,
         margin=settings.registry.margin,
-        fit=fit_and_evaluate,
-        remeasure=lambda current: _remeasure_champion(settings, store, current, ms, val, test, device),
+        fit=lambda: _fit_and_evaluate(
+            settings, store, modality, key, data_version, data, device, on_epoch, on_batch
+        ),
+        remeasure=lambda current: _remeasure_champion(settings, store, current, ms, data, device),
         unreadable_note="champion could not be re-evaluated; its registered figure was compared",
         registered=lambda: ckpt.discard_checkpoints(store, key),  # a kill after registering may leave it
     )
     if outcome.payload is not None:
-        done = outcome.payload
-        metrics, evaluation, resumed_from = done.metrics, done.evaluation, done.resumed_from
+        metrics, evaluation = outcome.payload.metrics, outcome.payload.evaluation
+        resumed_from = outcome.payload.resumed_from
     else:
         metrics = read_json(store, outcome.version.object_prefix, "metrics.json")
         evaluation, resumed_from = EvaluationResult.model_validate(metrics["evaluation"]), None
@@ -213,7 +150,7 @@ def train_modality(
         reused=outcome.reused,
         run_key=key,
         data_version=data_version,
-        counts=counts,
+        counts=data.counts,
         history=metrics["history"],
         best_epoch=metrics["best_epoch"],
         resumed_from=resumed_from,
@@ -221,6 +158,50 @@ def train_modality(
         decision=outcome.decision,
         extras=metrics.get("extras", {}),
         seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class TrainingData:
+    """What a run learns from and is judged on: one modality's split arrays, and where they came from."""
+
+    train: SplitArrays
+    val: SplitArrays
+    test: SplitArrays
+    counts: dict[str, int]
+    held_out: int
+    """Paired-cohort images left out of the training split (``hold_out_pairs``)."""
+    fingerprint: str
+    """The preprocessing the arrays went through (size, Ben Graham, code)."""
+    cache: dict[str, int]
+    """Preprocessed-cache images computed and reused for this run."""
+
+
+def training_data(
+    engine: Any, store: ObjectStore, modality: Modality, ms: ModalityTrainSettings
+) -> TrainingData:
+    """Catalog records (capped for quick runs, paired cohort held out if asked) → preprocessed arrays."""
+    records = cap_records(image_records(engine, modality), ms.max_train_images, ms.seed)
+    held_out = 0
+    if ms.hold_out_pairs:
+        kept = hold_out_paired(records, {p[modality.value] for p in pair_rows(engine)})
+        held_out, records = len(records) - len(kept), kept
+        log.info("%s: %d paired-cohort images held out of the training split for fusion", modality, held_out)
+    counts = {s.value: sum(r.split is s for r in records) for s in Split}
+    if min(counts.values()) == 0:
+        raise NotEnoughData(f"{modality}: every split needs labelled images, got {counts}")
+    cache = cache_for(store, modality, ms.image_size, ms.ben_graham)
+    stats = ensure_preprocessed(cache, store, records)
+    log.info("%s preprocessed cache: %d computed, %d reused", modality, stats.computed, stats.reused)
+    arrays = split_arrays(cache, records)
+    return TrainingData(
+        train=arrays[Split.TRAIN],
+        val=arrays[Split.VAL],
+        test=arrays[Split.TEST],
+        counts=counts,
+        held_out=held_out,
+        fingerprint=cache.fingerprint,
+        cache={"computed": stats.computed, "reused": stats.reused},
     )
 
 
@@ -233,15 +214,73 @@ class FitResult:
     resumed_from: int | None
 
 
-def _records(engine: Any, modality: Modality, ms: ModalityTrainSettings) -> tuple[list[ImageRecord], int]:
-    """This modality's labelled records (capped for quick runs, paired cohort held out if asked)."""
-    records = cap_records(image_records(engine, modality), ms.max_train_images, ms.seed)
-    if not ms.hold_out_pairs:
-        return records, 0
-    kept = hold_out_paired(records, {p[modality.value] for p in pair_rows(engine)})
-    held_out = len(records) - len(kept)
-    log.info("%s: %d paired-cohort images held out of the training split for fusion", modality, held_out)
-    return kept, held_out
+def _fit_and_evaluate(
+    settings: Settings,
+    store: ObjectStore,
+    modality: Modality,
+    key: str,
+    data_version: int | None,
+    data: TrainingData,
+    device: Any,
+    on_epoch: EpochCallback | None,
+    on_batch: BatchCallback | None,
+) -> NewVersion[FitResult]:
+    """A new model: seeded init, checkpointed fit, evaluation on the fixed test split, its files."""
+    ms = settings.train_for(modality)
+    name = model_for_modality(modality)
+    seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
+    task = "regression" if ms.loss == "regression" else "classification"
+    options = {"task": task} if modality is Modality.FUNDUS else {}
+    model = create_model(
+        name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
+    )
+    result = fit(
+        model,
+        data.train,
+        data.val,
+        ms,
+        device=device,
+        store=store,
+        run_key=key,
+        amp=settings.train.amp,
+        num_workers=settings.train.num_workers,
+        data_version=data_version,
+        on_epoch=on_epoch,
+        on_batch=on_batch,
+    )
+    evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device)
+    extras |= {
+        "held_out_paired": data.held_out,
+        "preprocess_fingerprint": data.fingerprint,
+        "cache": data.cache,
+    }
+    metrics = {
+        "evaluation": evaluation.model_dump(mode="json"),
+        "history": [vars(h) for h in result.history],
+        "best_epoch": result.best_epoch,
+        "extras": extras,
+        "counts": data.counts,
+    }
+    files = model_files(
+        result.model,
+        result.model.spec.to_dict(),
+        {"train": ms.model_dump(), "data_version": data_version, "run_key": key, "device": str(device)},
+        metrics,
+    )
+    primary = evaluation.primary
+    return NewVersion(
+        files=files,
+        primary_metric=evaluation.primary_metric,
+        primary=(primary.value, primary.low, primary.high),
+        data_version=data_version,
+        summary={
+            "counts": data.counts,
+            "best_epoch": result.best_epoch,
+            "architecture": ms.architecture,
+            "image_size": ms.image_size,
+        },
+        payload=FitResult(metrics=metrics, evaluation=evaluation, resumed_from=result.resumed_from),
+    )
 
 
 def _remeasure_champion(
@@ -249,8 +288,7 @@ def _remeasure_champion(
     store: ObjectStore,
     current: ModelVersion,
     ms: ModalityTrainSettings,
-    val: SplitArrays,
-    test: SplitArrays,
+    data: TrainingData,
     device: Any,
 ) -> Remeasured:
     """Score the champion on today's test split when it was trained on the same inputs.
@@ -261,7 +299,7 @@ def _remeasure_champion(
     """
     spec = ModelSpec.from_dict(read_json(store, current.object_prefix, "spec.json"))
     same_inputs = (
-        spec.input_size == test.images.shape[1]
+        spec.input_size == data.test.images.shape[1]
         and trained_ben_graham(store, current.object_prefix) == ms.ben_graham
     )
     if not same_inputs:
@@ -269,5 +307,5 @@ def _remeasure_champion(
         log.info("%s v%d: %s", current.name, current.version, note)
         return Remeasured(note=note)
     old = load_classifier(store, current.object_prefix, sha256=current.weights_sha256)
-    old_eval, _ = _predict_eval(old, val, test, settings, device)
+    old_eval, _ = _predict_eval(old, data.val, data.test, settings, device)
     return Remeasured(value=old_eval.primary.value, ci=(old_eval.primary.low, old_eval.primary.high))
