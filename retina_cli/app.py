@@ -1,7 +1,10 @@
 """The ``retina`` command (a contract users script against).
 
-A thin shell: each command builds the settings once, then calls a flow (or a library
-verb for read-only commands). With ``--json`` stdout carries exactly one JSON object
+A thin shell: each command checks its settings once (a bad config file is exit 2), then
+calls a flow with parameters only (``--config`` travels as ``config_file``; the flow reads
+the same ``RETINA_*`` environment in this process, so no connection setting is ever a
+Prefect parameter), or a library verb for read-only commands. Each result type prints its
+own JSON (``contract()``) and summary. With ``--json`` stdout carries exactly one JSON object
 and nothing else; logs and progress go to stderr. Flows are imported lazily, inside the
 commands, so the library itself never imports Prefect and ``retina --help`` is fast.
 """
