@@ -44,9 +44,9 @@ def scan_source(settings: Settings, source: Source, location: str) -> list[Candi
     emit(StageStarted(f"ingest {source}"))
     landing, manifest = open_landing(location, source, settings)
     if source is Source.PAIRS and manifest is not None:
-        candidates = list(SCANNERS[source](landing, manifest))
+        candidates = list(SCANNERS[source](landing, manifest, limits=settings.ingest))
     else:
-        candidates = list(SCANNERS[source](landing))
+        candidates = list(SCANNERS[source](landing, limits=settings.ingest))
     emit(ShardDone(f"ingest {source}", items=0, total=len(candidates), seconds=0.0, unit="files"))
     return candidates
 

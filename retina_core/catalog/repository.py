@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -29,7 +29,8 @@ from retina_core.catalog.models import (
 from retina_core.config import SplitSettings
 from retina_core.data.ingest import FileOutcome
 from retina_core.data.records import ImageRecord
-from retina_core.data.rejections import Reason, Rejection
+from retina_core.data.rejections import Reason, Rejection, printable
+from retina_core.data.sources import Candidate
 from retina_core.data.splits import assign_split, split_balance
 from retina_core.domain import Modality, Source, Split
 
@@ -94,24 +95,31 @@ def _record_quarantine(
     object_key: str | None,
     sha256: str | None = None,
 ) -> QuarantineEntry:
+    """Names and details are stored escaped (:func:`printable`): a file name that is not
+    UTF-8, or a NUL from a manifest, is recorded instead of failing the run's transaction."""
+    path, detail = printable(path), printable(rejection.detail)
     session.add(
         QuarantineRow(
             ingest_run_id=run_id,
             source=source,
             path=path,
             reason=rejection.reason.value,
-            detail=rejection.detail,
+            detail=detail,
             sha256=sha256,
             object_key=object_key,
         )
     )
-    return QuarantineEntry(path=path, reason=str(rejection))
+    return QuarantineEntry(path=path, reason=f"{rejection.reason.value}: {detail}")
 
 
 def register_ingest(
-    engine: Engine, source: Source, location: str, outcomes: Sequence[FileOutcome], splits: SplitSettings
+    engine: Engine, source: Source, location: str, outcomes: Iterable[FileOutcome], splits: SplitSettings
 ) -> IngestSummary:
-    """Write one run's outcomes in a single transaction (all or nothing)."""
+    """Write one run's outcomes in a single transaction (all or nothing).
+
+    ``outcomes`` is read once, in order, so a generator works: only accepted pair rows and
+    the hashes seen are kept, not every outcome.
+    """
     with session_scope(engine) as session:
         run = IngestRunRow(source=str(source), location=location)
         session.add(run)
@@ -121,9 +129,13 @@ def register_ingest(
         new_shas: list[str] = []
         seen: dict[str, FileOutcome] = {}
         accepted_by_pair: dict[int, dict[str, str]] = {}
-        already_known = duplicates = 0
+        pair_candidates: dict[int, Candidate] = {}
+        already_known = duplicates = scanned = 0
         for outcome in outcomes:
+            scanned += 1
             c = outcome.candidate
+            if c.pair_row is not None and outcome.accepted:
+                pair_candidates.setdefault(c.pair_row, c)
             if not outcome.accepted:
                 assert outcome.rejection is not None
                 quarantined.append(
@@ -162,7 +174,7 @@ def register_ingest(
                     sha256=facts.sha256,
                     modality=str(c.modality),
                     source=str(source),
-                    source_path=c.path,
+                    source_path=printable(c.path),
                     patient_id=c.patient_id,
                     eye=c.eye,
                     label=c.label,
@@ -203,12 +215,12 @@ def register_ingest(
                 new_shas.append(facts.sha256)
             if c.pair_row is not None:
                 accepted_by_pair.setdefault(c.pair_row, {})[str(c.modality)] = facts.sha256
-        new_pairs = _register_pairs(session, outcomes, accepted_by_pair, splits)
+        new_pairs = _register_pairs(session, pair_candidates, accepted_by_pair, splits)
         version = _maybe_new_version(session, dict(new_by_modality), new_shas, new_pairs)
         summary = IngestSummary(
             source=str(source),
             location=location,
-            scanned=len(outcomes),
+            scanned=scanned,
             accepted=len(new_shas),
             already_known=already_known,
             duplicates=duplicates,
@@ -228,11 +240,10 @@ def register_ingest(
 
 def _register_pairs(
     session: Session,
-    outcomes: Sequence[FileOutcome],
+    rows: dict[int, Candidate],
     accepted: dict[int, dict[str, str]],
     splits: SplitSettings,
 ) -> int:
-    rows = {o.candidate.pair_row: o.candidate for o in outcomes if o.candidate.pair_row is not None}
     new = 0
     for row, shas in sorted(accepted.items()):
         if set(shas) != {Modality.FUNDUS.value, Modality.OCT.value}:

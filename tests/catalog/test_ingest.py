@@ -82,12 +82,14 @@ def test_unusable_location_raises_source_error(tmp_path: Path) -> None:
 
 
 def test_symlink_escaping_the_landing_root_is_quarantined(tmp_path: Path) -> None:
-    secret = write(tmp_path / "outside" / "secret.png", image_bytes(seed=5))
+    secret = write(tmp_path / "outside" / "secret.png", image_bytes(seed=5) + b"private")
     root = aptos_folder(tmp_path / "aptos", [("ok", "0"), ("link", "1")], {"ok": image_bytes(seed=1)})
     os.symlink(secret, root / "train_images" / "link.png")
     summary = api.ingest(make_settings(tmp_path / "home"), Source.APTOS, str(root))
     assert summary.accepted == 1
-    assert reasons(summary) == {"train_images/link.png": "path_escape"}
+    assert reasons(summary) == {"train_images/link.png": "symlink"}  # never followed, never copied
+    store = api.curated_store(make_settings(tmp_path / "home"))
+    assert all(b"private" not in store.get_bytes(i.key) for i in store.list("quarantine/"))
 
 
 def kermany_folder(root: Path) -> Path:
