@@ -20,7 +20,7 @@ from flows.train import TrainParams, train_modality_flow
 from retina_core.config import Settings, quick_preset
 from retina_core.domain import Modality
 from retina_core.drift.policy import decide_retrain
-from retina_core.pipeline import PipelineResult, SourceSpec, new_run_id, summarise
+from retina_core.pipeline import RUN_ID_PATTERN, PipelineResult, SourceSpec, new_run_id, summarise
 from tasks.explain import explain_fusion_task, explain_task, report_task
 
 
@@ -40,7 +40,11 @@ class PipelineParams(RunConfig):
     )
     drift_summary: str | None = Field(None, description="The drift check's one-line verdict, for the log.")
     synthetic: bool = Field(False, description="Data came from `retina synth` (said plainly in the report).")
-    run_id: str | None = Field(None, description="Report folder name; a timestamped id by default.")
+    run_id: str | None = Field(
+        None,
+        pattern=RUN_ID_PATTERN,
+        description="Report folder name (letters, digits, '.', '_', '-'); a timestamped id by default.",
+    )
 
 
 def _run_name() -> str:

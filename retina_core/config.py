@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.engine import URL
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -245,7 +246,11 @@ class Settings(BaseSettings):
         if self.storage_url is None:
             self.storage_url = (self.home / "store").as_uri()
         if self.database_url is None:
-            self.database_url = f"sqlite:///{self.home / 'catalog.db'}"
+            # URL.create escapes what a path may hold and a URL may not (%, #, ?), so a
+            # RETINA_HOME like "/data/50% done #2" still names the right file.
+            self.database_url = URL.create(
+                "sqlite", database=str(self.home / "catalog.db")
+            ).render_as_string()
         return self
 
     @classmethod

@@ -9,6 +9,7 @@ overhead. Stages pass ids and small reports, never tensors.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,12 +42,29 @@ class PipelineResult(BaseModel):
     skipped: str | None = None
 
 
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""A plain id: it names a folder under ``reports/`` and an object-store prefix, so it can hold
+no separator and cannot be ``..``. Flow parameters carry the same pattern."""
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
 def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` unchanged, or ValueError when it is not a plain id (``../../x``, ``a/b``)."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} is not a plain id: 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
 def report_dir(settings: Settings, run_id: str) -> Path:
-    return settings.home / "reports" / run_id
+    """The run's report folder; every path and key built from a run id goes through here first."""
+    return settings.home / "reports" / check_run_id(run_id)
 
 
 def stage_ingest(settings: Settings, source: Source, location: str) -> IngestSummary:
@@ -129,7 +147,7 @@ def stage_report(
         synthetic=synthetic,
     )
     data = data.model_copy(update={"drift": latest_drift_report(store), "retrain": retrain})
-    path = write_report(data, report_dir(settings, run_id))
+    path = write_report(data, report_dir(settings, run_id))  # checks run_id before any key is built
     for name in ("index.html", "report.json"):
         store.put_bytes(f"reports/{run_id}/{name}", (path.parent / name).read_bytes())
     return path
@@ -193,7 +211,7 @@ def rerender_report(settings: Settings, run_id: str | None = None) -> Path:
         if not runs:
             raise NoReport(f"no pipeline report yet under {root} or reports/ in the store")
         run_id = runs[-1]
-    folder = report_dir(settings, run_id)
+    folder = report_dir(settings, run_id)  # raises ValueError before any path is touched
     source = folder / "report.json"
     if source.exists():
         text = source.read_text()
