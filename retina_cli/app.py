@@ -440,7 +440,8 @@ def predict(
 ) -> None:
     """Predict DR grade, OCT class and fused disease probability for one eye (either image may be missing)."""
     from retina_core.api import catalog_engine, curated_store
-    from retina_core.predict import InvalidImage, Predictor
+    from retina_core.domain import Modality
+    from retina_core.predict import InvalidImage, Predictor, read_input
 
     if fundus is None and oct is None:
         typer.echo("error: give --fundus, --oct, or both", err=True)
@@ -450,11 +451,13 @@ def predict(
             typer.echo(f"error: {path} is not a file", err=True)
             raise typer.Exit(EXIT_UNUSABLE_INPUT)
     settings = _settings(config)
-    predictor = Predictor(settings, catalog_engine(settings), curated_store(settings))
     try:
-        result = predictor.predict(
-            fundus.read_bytes() if fundus else None, oct.read_bytes() if oct else None, gradcam_dir=gradcam
-        )
+        images = {
+            m: read_input(p, m, settings) if p else None
+            for m, p in ((Modality.FUNDUS, fundus), (Modality.OCT, oct))
+        }
+        predictor = Predictor(settings, catalog_engine(settings), curated_store(settings))
+        result = predictor.predict(images[Modality.FUNDUS], images[Modality.OCT], gradcam_dir=gradcam)
     except (InvalidImage, LookupError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc

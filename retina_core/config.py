@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.engine import URL
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+from sqlalchemy.engine import URL
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("retina_config_file", default=None)
 
