@@ -32,8 +32,10 @@ from retina_core.storage import (
 
 log = logging.getLogger(__name__)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_UNREACHABLE = {Reason.FILE_MISSING, Reason.PATH_ESCAPE}
-"""Problems for which there are no bytes to keep; for all others the file is quarantined too."""
+_UNREACHABLE = {Reason.FILE_MISSING, Reason.PATH_ESCAPE, Reason.SYMLINK}
+"""Problems for which there are no bytes to keep: the catalog's quarantine row is their only
+record (a ``reason.json`` beside nothing would cost a durable write per missing file, the
+bulk of a large manifest's bookkeeping). For all others the file is quarantined too."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def process_candidate(
                 else:
                     facts = checked
     if rejection is not None:
-        key = quarantine(store, candidate, rejection, data)
+        key = None if rejection.reason in _UNREACHABLE else quarantine(store, candidate, rejection, data)
         log.info("quarantined %s: %s", printable(candidate.path), printable(str(rejection)))
         return FileOutcome(candidate, rejection=rejection, object_key=key)
     assert facts is not None and data is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -50,8 +51,15 @@ def _is_hidden(key: str) -> bool:
 
 
 def _safe_relpath(path: str) -> bool:
-    p = PurePosixPath(path.replace("\\", "/"))
-    return bool(path) and not p.is_absolute() and ".." not in p.parts and "\x00" not in path
+    """String operations, not PurePosixPath: this runs twice per row of a large manifest."""
+    p = path.replace("\\", "/")
+    return bool(path) and not p.startswith("/") and ".." not in p.split("/") and "\x00" not in path
+
+
+def _pair_mask_path(path: str, modality: Modality) -> str:
+    """``a/f/x.png`` -> ``a/masks/fundus/x.png``: where the synthetic layout puts a mask."""
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    return posixpath.join(posixpath.dirname(posixpath.dirname(path)), "masks", modality.value, f"{stem}.png")
 
 
 def _read_csv(
@@ -265,39 +273,30 @@ def scan_pairs(
             (Modality.OCT, "oct_path", "oct_class"),
         ):
             path = row[path_col].replace("\\", "/")
-            base = Candidate(
+            label = _pair_label(row.get(label_col), modality)
+            problem: Rejection | None = None
+            kept_label: int | None = None
+            if not patient:
+                problem = Rejection(Reason.BAD_ROW, f"row {i + 2}: patient_id is empty")
+            elif eye is None:
+                problem = Rejection(Reason.BAD_ROW, f"row {i + 2}: eye {row['eye']!r} not OD/OS")
+            elif not _safe_relpath(path):
+                problem = Rejection(Reason.PATH_ESCAPE, f"{path!r} leaves the manifest folder")
+            elif isinstance(label, Rejection):
+                problem = label
+            else:
+                problem, kept_label = _absent(landing, path), label
+            yield Candidate(
                 Source.PAIRS,
                 path or f"<row {i + 2}>",
                 modality,
                 patient or None,
-                None,
+                kept_label,
                 eye,
-                None,
+                problem,
                 i,
-                mask_path=str(
-                    PurePosixPath(path).parent.parent
-                    / "masks"
-                    / modality.value
-                    / f"{PurePosixPath(path).stem}.png"
-                ),
+                mask_path=_pair_mask_path(path, modality),
             )
-            label = _pair_label(row.get(label_col), modality)
-            if not patient:
-                yield replace(base, problem=Rejection(Reason.BAD_ROW, f"row {i + 2}: patient_id is empty"))
-            elif eye is None:
-                yield replace(
-                    base, problem=Rejection(Reason.BAD_ROW, f"row {i + 2}: eye {row['eye']!r} not OD/OS")
-                )
-            elif not _safe_relpath(path):
-                yield replace(
-                    base, problem=Rejection(Reason.PATH_ESCAPE, f"{path!r} leaves the manifest folder")
-                )
-            elif isinstance(label, Rejection):
-                yield replace(base, problem=label)
-            elif (absent := _absent(landing, path)) is not None:
-                yield replace(base, label=label, problem=absent)
-            else:
-                yield replace(base, label=label)
 
 
 SCANNERS = {Source.APTOS: scan_aptos, Source.KERMANY: scan_kermany, Source.PAIRS: scan_pairs}
