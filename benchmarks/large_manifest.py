@@ -78,7 +78,7 @@ def measure_ingest(home: Path, manifest: Path) -> dict[str, float]:
                 return out.get(timeout=5)
             except queue.Empty:
                 if not child.is_alive():
-                    raise RuntimeError(f"the ingest process ended with code {child.exitcode} and no result")
+                    raise RuntimeError(f"the ingest process ended with code {child.exitcode}") from None
     finally:
         child.join()
 
