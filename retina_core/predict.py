@@ -50,7 +50,7 @@ def read_input(path: Path, modality: Modality, settings: Settings) -> bytes:
         size = os.fstat(fh.fileno()).st_size
         if size > limit:
             raise InvalidImage(f"{path}: {size} bytes exceeds the {limit}-byte {modality} limit")
-        data = fh.read(limit + 1)
+        data = fh.read(size + 1)  # never read(limit): that allocates the whole limit up front
     if len(data) > limit:
         raise InvalidImage(f"{path}: grew past the {limit}-byte {modality} limit while read")
     return data

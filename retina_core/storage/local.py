@@ -148,7 +148,9 @@ class LocalObjectStore:
                     f"{key!r} is {info.st_size} bytes, over the {max_bytes} limit", info.st_size
                 )
             with os.fdopen(os.dup(fd), "rb") as fh:
-                data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+                # read(n) allocates n bytes up front: ask for the size fstat gave (+1 to notice
+                # growth), never for the limit itself.
+                data = fh.read() if max_bytes is None else fh.read(min(info.st_size, max_bytes) + 1)
         if max_bytes is not None and len(data) > max_bytes:  # grew while being read
             raise ObjectTooLarge(f"{key!r} grew past the {max_bytes} limit while read", len(data))
         return data
