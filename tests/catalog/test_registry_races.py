@@ -115,3 +115,37 @@ def test_weights_are_fsynced_before_the_version_row_commits(
     synced = events[:commit]
     assert any(e.startswith(f"fsync {weights_dir}/") for e in synced), events  # the weights file
     assert f"fsync {weights_dir}" in synced, events  # and the folder entry that names it
+
+
+def test_two_trainings_with_one_run_key_never_break_each_other(tmp_path: Path) -> None:
+    """Two trainings of the same inputs (one run key) save each epoch in lockstep, with
+    different bytes (as nondeterministic kernels give), and resume from whatever is newest:
+    neither fails on the other's checkpoint nor loses the newest one to the other's clean-up."""
+    import torch
+
+    from retina_core.training.checkpoint import latest_checkpoint, load_latest, save_checkpoint
+
+    store = LocalObjectStore(tmp_path / "store")
+    in_step = threading.Barrier(2, timeout=30)
+    errors: list[BaseException] = []
+
+    def train(worker: int) -> None:
+        try:
+            for epoch in range(4):
+                in_step.wait()
+                payload = {"epoch": epoch, "weights": torch.full((8,), float(worker))}
+                save_checkpoint(store, "same-run-key", epoch, payload)
+                in_step.wait()
+                state = load_latest(store, "same-run-key")
+                assert state is not None and state["epoch"] == epoch
+        except BaseException as exc:
+            errors.append(exc)
+            in_step.abort()
+
+    threads = [threading.Thread(target=train, args=(w,)) for w in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert latest_checkpoint(store, "same-run-key") == (3, "checkpoints/same-run-key/epoch-003.pt")
