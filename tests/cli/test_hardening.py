@@ -208,3 +208,23 @@ def test_pipeline_parameters_refuse_a_run_id_that_is_a_path() -> None:
     with pytest.raises(ValidationError):
         PipelineParams(run_id="../../x")
     assert PipelineParams(run_id="20260101T000000-abc123").run_id == "20260101T000000-abc123"
+
+
+# -- item 3: one retry rule, for transient I/O only -----------------------------------------
+
+
+def test_ingest_tasks_retry_transient_io_only() -> None:
+    """A hostile file fails the same way every time; before, any error was retried three
+    times (2 + 5 + 15 s) before the run failed anyway."""
+    from prefect.states import Failed
+
+    from retina_core.storage import StorageUnavailable
+    from tasks.ingest import ingest_files, register_ingest, scan_source
+
+    for task in (scan_source, ingest_files, register_ingest):
+        rule = task.retry_condition_fn
+        assert (
+            rule(task, None, Failed(data=UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogate"))) is False
+        )
+        assert rule(task, None, Failed(data=RecursionError("deep tree"))) is False
+        assert rule(task, None, Failed(data=StorageUnavailable("S3 did not answer"))) is True
