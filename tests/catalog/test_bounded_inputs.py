@@ -54,12 +54,16 @@ def test_a_file_swapped_for_a_link_between_check_and_open_is_never_read(
     target = root / "train_images" / "swap.png"
     write(target, b"not an image, will be quarantined with its bytes")
     real_realpath = os.path.realpath
+    checks: list[str] = []
 
     def swapping_realpath(path, *args, **kwargs):
+        """Swap right after the check that precedes the read (a reader checks the size first)."""
         resolved = real_realpath(path, *args, **kwargs)
-        if str(path).endswith("swap.png") and not target.is_symlink():
-            target.unlink()
-            target.symlink_to(secret)
+        if str(path).endswith("swap.png"):
+            checks.append(str(path))
+            if len(checks) == 2 and not target.is_symlink():
+                target.unlink()
+                target.symlink_to(secret)
         return resolved
 
     monkeypatch.setattr(os.path, "realpath", swapping_realpath)

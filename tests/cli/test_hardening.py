@@ -63,19 +63,28 @@ def test_sqlite_catalog_under_a_home_with_percent_space_and_hash(tmp_path: Path)
 
 
 @pytest.mark.postgres
-def test_postgres_url_with_escaped_password_characters_migrates(tmp_path: Path) -> None:
-    with fresh_database() as url:
-        parsed = make_url(url)
-        assert parsed.password
-        # Every password character percent-escaped: a valid URL for the same password.
-        escaped_password = "".join(f"%{b:02X}" for b in parsed.password.encode())
-        escaped = url.replace(f":{parsed.password}@", f":{escaped_password}@", 1)
-        assert "%" in escaped and make_url(escaped).password == parsed.password
-        api._ENGINES.pop(escaped, None)
-        settings = Settings(home=tmp_path / "home", database_url=escaped)
+def test_postgres_url_with_escaped_characters_migrates(tmp_path: Path) -> None:
+    """A database whose name holds ``%`` and ``@`` (escaped in the URL as %25 and %40), the
+    same escaping a password with those characters gets. The shared test role's password
+    cannot be changed here, so the database name carries the characters instead."""
+    from sqlalchemy import create_engine, text
+
+    from tests.support.postgres import _drop, admin_url
+
+    name = f"retina_{os.getpid()}_50%_p@ss"
+    admin = create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
+        assert "%25" in url and "%40" in url
+        settings = Settings(home=tmp_path / "home", database_url=url)
         root = aptos_folder(tmp_path / "aptos", [("a", "1")], {"a": image_bytes(seed=1)})
         assert api.ingest(settings, Source.APTOS, str(root)).accepted == 1
-        api._ENGINES.pop(escaped).dispose()
+        api._ENGINES.pop(url).dispose()
+    finally:
+        _drop(admin, name)
+        admin.dispose()
 
 
 @pytest.mark.postgres
