@@ -24,6 +24,7 @@ from retina_core.storage import (
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
+    ObjectTooLarge,
     S3ObjectStore,
     StorageError,
     SymlinkRefused,
@@ -137,6 +138,14 @@ def test_unsafe_keys_are_rejected(object_store: ObjectStore) -> None:
                 call()
     assert issubclass(UnsafeKeyError, ValueError)
     assert list(object_store.list()) == []
+
+
+def test_get_bytes_refuses_what_exceeds_the_limit(object_store: ObjectStore) -> None:
+    object_store.put_bytes("masks/big.png", b"x" * 5000)
+    with pytest.raises(ObjectTooLarge) as refused:
+        object_store.get_bytes("masks/big.png", max_bytes=4999)
+    assert refused.value.size == 5000
+    assert object_store.get_bytes("masks/big.png", max_bytes=5000) == b"x" * 5000
 
 
 def test_missing_key(object_store: ObjectStore, tmp_path: Path) -> None:
