@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from retina_core.catalog.db import make_engine, migrate
 from retina_core.catalog.repository import IngestSummary, register_ingest
 from retina_core.config import Settings
-from retina_core.data.ingest import FileOutcome, identity_problem, process_candidate
+from retina_core.data.ingest import FileOutcome, identity_problem, needs_bytes, process_candidate
 from retina_core.data.sources import SCANNERS, Candidate
 from retina_core.domain import Source
 from retina_core.landing import open_landing
@@ -89,17 +89,30 @@ class _Processor:
         return outcome
 
     def batch(self, candidates: Sequence[Candidate]) -> list[FileOutcome]:
+        """Outcomes in order; only the files still to be read go to the threads (a thread
+        hand-off costs more than deciding a missing file or a repeat in place)."""
         started = time.perf_counter()
-        if self.threads <= 1 or len(candidates) <= 1:
-            outcomes = [self.one(c) for c in candidates]
+        outcomes: list[FileOutcome | None] = [None] * len(candidates)
+        to_read: list[int] = []
+        for i, c in enumerate(candidates):
+            if needs_bytes(c) and (c.path, c.modality) not in self.accepted:
+                to_read.append(i)
+            else:
+                outcomes[i] = self.one(c)
+        if self.threads <= 1 or len(to_read) <= 1:
+            for i in to_read:
+                outcomes[i] = self.one(candidates[i])
         else:
             with ThreadPoolExecutor(self.threads) as pool:
-                outcomes = list(pool.map(self.one, candidates))
+                for i, outcome in zip(
+                    to_read, pool.map(self.one, [candidates[i] for i in to_read]), strict=True
+                ):
+                    outcomes[i] = outcome
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(candidates)
         seconds = time.perf_counter() - started
-        emit(
-            ShardDone(f"ingest {self.source}", items=len(outcomes), total=None, seconds=seconds, unit="files")
-        )
-        return outcomes
+        emit(ShardDone(f"ingest {self.source}", items=len(done), total=None, seconds=seconds, unit="files"))
+        return done
 
 
 def process_candidates(

@@ -51,6 +51,12 @@ class FileOutcome:
         return self.facts is not None
 
 
+def needs_bytes(candidate: Candidate) -> bool:
+    """Whether processing reads the file (False for a file already known to be missing,
+    outside the landing or a link: those are decided without I/O)."""
+    return candidate.problem is None or candidate.problem.reason not in _UNREACHABLE
+
+
 def curated_key(modality: str, facts: ImageFacts) -> str:
     return f"images/{modality}/{facts.sha256}.{facts.format}"
 
