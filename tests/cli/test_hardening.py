@@ -237,3 +237,15 @@ def test_ingest_tasks_retry_transient_io_only() -> None:
         )
         assert rule(task, None, Failed(data=RecursionError("deep tree"))) is False
         assert rule(task, None, Failed(data=StorageUnavailable("S3 did not answer"))) is True
+
+
+def test_a_manifest_field_past_the_csv_limit_exits_two_with_its_line(tmp_path: Path, env) -> None:
+    """Before: an uncaught csv.Error, retried three times, exit 1 with a traceback."""
+    root = tmp_path / "pairs"
+    root.mkdir()
+    (root / "pairs.csv").write_text(
+        "patient_id,eye,fundus_path,oct_path\nP1,OD,f/a.png,o/a.jpeg\nP2,OD," + "x" * 200_000 + ",o\n"
+    )
+    result = runner.invoke(app, ["ingest", "pairs", str(root / "pairs.csv"), "--json"])
+    assert result.stdout == ""
+    one_line_error(result, "pairs.csv line", "field larger than field limit", after_prefect_logs=True)
