@@ -45,6 +45,7 @@ BENCHMARKS = (
     "incremental_retrain",
     "orchestration",
     "ingestion",
+    "large_manifest",
     "inference",
     "training_throughput",
     "drift_check",

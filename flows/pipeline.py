@@ -20,7 +20,7 @@ from flows.train import TrainParams, train_modality_flow
 from retina_core.domain import Modality
 from retina_core.drift.policy import decide_retrain
 from retina_core.results import PipelineResult, SourceSpec
-from retina_core.verbs import new_run_id
+from retina_core.verbs import RUN_ID_PATTERN, new_run_id
 from tasks.explain import explain_fusion_task, explain_task, report_task
 
 
@@ -45,7 +45,11 @@ class PipelineParams(RunConfig):
     )
     drift_summary: str | None = Field(None, description="The drift check's one-line verdict, for the log.")
     synthetic: bool = Field(False, description="Data came from `retina synth` (said plainly in the report).")
-    run_id: str | None = Field(None, description="Report folder name; a timestamped id by default.")
+    run_id: str | None = Field(
+        None,
+        pattern=RUN_ID_PATTERN,
+        description="Report folder name (letters, digits, '.', '_', '-'); a timestamped id by default.",
+    )
 
     def train_params(self, modality: Modality) -> TrainParams:
         """The train-modality subflow's form: this run's file, preset and encoder overrides."""

@@ -18,9 +18,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from retina_cli.display import showing_progress
+from retina_cli.errors import actionable
 from retina_core import progress
 from retina_core.config import Settings, load_settings
 from retina_core.domain import Source
@@ -29,8 +32,34 @@ if TYPE_CHECKING:
     from flows.pipeline import PipelineParams
     from retina_core.results import PipelineResult
 
+_VERBOSE = False
+"""Set by ``--verbose``: keep tracebacks instead of the one-line errors."""
+_DATABASE_URL: str | None = None
+"""The database URL in use, so that an error line can scrub its password."""
+
+
+class GuardedGroup(TyperGroup):
+    """Every command's failures a person can act on (disk full or read-only, home unusable,
+    database unreachable) end as one ``error:`` line and exit 2; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            line = actionable(exc, _DATABASE_URL)
+            if line is None or _VERBOSE:
+                raise
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(EXIT_UNUSABLE_INPUT) from None
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="retina-fusion: fundus + OCT training service."
+    cls=GuardedGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="retina-fusion: fundus + OCT training service.",
 )
 catalog_app = typer.Typer(no_args_is_help=True, help="Inspect the image catalog.")
 app.add_typer(catalog_app, name="catalog")
@@ -59,11 +88,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 
 def _settings(config: Path | None) -> Settings:
+    """The settings, with RETINA_HOME checked: every command writes below it."""
+    global _DATABASE_URL
+    from retina_core.home import prepare_home
+
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except Exception as exc:  # pydantic's message already names the offending key
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
+    _DATABASE_URL = settings.database_url
+    prepare_home(settings.home)
+    return settings
 
 
 def _path(config: Path | None) -> str | None:
@@ -94,8 +130,12 @@ def _prefect(settings: Settings) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr; keep tracebacks on errors.")
+    ] = False,
 ) -> None:
+    global _VERBOSE
+    _VERBOSE = verbose
     _setup_logging(verbose)
 
 
@@ -333,7 +373,7 @@ def report(
 
     try:
         path = rerender_report(_settings(config), run)
-    except NoReport as exc:
+    except (NoReport, ValueError) as exc:  # ValueError: not a plain run id
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
     typer.echo(str(path))
@@ -350,7 +390,8 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Predict DR grade, OCT class and fused disease probability for one eye (either image may be missing)."""
-    from retina_core.predict import InvalidImage, Predictor
+    from retina_core.domain import Modality
+    from retina_core.predict import InvalidImage, Predictor, read_input
     from retina_core.verbs import catalog_engine, curated_store
 
     if fundus is None and oct is None:
@@ -361,11 +402,13 @@ def predict(
             typer.echo(f"error: {path} is not a file", err=True)
             raise typer.Exit(EXIT_UNUSABLE_INPUT)
     settings = _settings(config)
-    predictor = Predictor(settings, catalog_engine(settings), curated_store(settings))
     try:
-        result = predictor.predict(
-            fundus.read_bytes() if fundus else None, oct.read_bytes() if oct else None, gradcam_dir=gradcam
-        )
+        images = {
+            m: read_input(p, m, settings) if p else None
+            for m, p in ((Modality.FUNDUS, fundus), (Modality.OCT, oct))
+        }
+        predictor = Predictor(settings, catalog_engine(settings), curated_store(settings))
+        result = predictor.predict(images[Modality.FUNDUS], images[Modality.OCT], gradcam_dir=gradcam)
     except (InvalidImage, LookupError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
@@ -473,11 +516,10 @@ def catalog_export(config: ConfigOption = None, as_json: JsonOption = False) -> 
     if as_json:
         _emit({"images": rows, "count": len(rows)}, True, "")
         return
-    typer.echo("sha256\tmodality\tsource\tpatient_id\tlabel\tsplit")
-    for r in rows:
-        typer.echo(
-            f"{r['sha256']}\t{r['modality']}\t{r['source']}\t{r['patient_id']}\t{r['label']}\t{r['split']}"
-        )
+    from retina_cli.tsv import write_tsv
+
+    columns = ("sha256", "modality", "source", "patient_id", "label", "split")
+    write_tsv(sys.stdout, columns, ([r[c] for c in columns] for r in rows))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+from sqlalchemy.engine import URL
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("retina_config_file", default=None)
 
@@ -32,8 +33,33 @@ class IngestSettings(_Section):
     max_pixels: int = Field(
         60_000_000, description="Larger images are quarantined: a guard against decompression bombs."
     )
-    max_file_bytes: int = Field(64 * 1024 * 1024, description="Larger files are quarantined unread.")
+    max_fundus_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Larger fundus photographs (and lesion masks beside them) are quarantined unread.",
+    )
+    max_oct_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="Larger OCT scans (and masks) are quarantined unread."
+    )
     min_side: int = Field(16, description="Images with a smaller side are too small to grade.")
+    max_manifest_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="A train.csv or pairs manifest larger than this is refused (exit 2) before it is read.",
+    )
+    max_manifest_rows: int = Field(
+        2_000_000, ge=1, description="A manifest with more data rows is refused (exit 2), naming the limit."
+    )
+    max_field_chars: int = Field(
+        4096,
+        ge=16,
+        description="A manifest field longer than this (paths, ids) is refused naming its line, instead of "
+        "being held in memory.",
+    )
+
+    def max_bytes(self, modality: str) -> int:
+        """The file-size limit for one modality's images."""
+        return self.max_fundus_bytes if str(modality) == "fundus" else self.max_oct_bytes
 
 
 class SplitSettings(_Section):
@@ -220,7 +246,11 @@ class Settings(BaseSettings):
         if self.storage_url is None:
             self.storage_url = (self.home / "store").as_uri()
         if self.database_url is None:
-            self.database_url = f"sqlite:///{self.home / 'catalog.db'}"
+            # URL.create escapes what a path may hold and a URL may not (%, #, ?), so a
+            # RETINA_HOME like "/data/50% done #2" still names the right file.
+            self.database_url = URL.create(
+                "sqlite", database=str(self.home / "catalog.db")
+            ).render_as_string()
         return self
 
     @classmethod

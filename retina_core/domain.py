@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+MAX_PATIENT_ID = 128
+"""Characters in a patient id: the catalog's column width (PostgreSQL enforces it, SQLite does not)."""
+
 
 class Modality(StrEnum):
     FUNDUS = "fundus"

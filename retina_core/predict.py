@@ -10,6 +10,7 @@ learned "missing modality" input.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,20 @@ NAMES = {Modality.FUNDUS: "fundus_cnn", Modality.OCT: "oct_cnn"}
 
 class InvalidImage(ValueError):
     """The file given to predict is not a usable image; the message says why."""
+
+
+def read_input(path: Path, modality: Modality, settings: Settings) -> bytes:
+    """An input file's bytes, refused *before* reading when over the modality's limit
+    (``RETINA_INGEST__MAX_{FUNDUS,OCT}_BYTES``): a 1.5 GB file must not cost 1.5 GB first."""
+    limit = settings.ingest.max_bytes(modality)
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise InvalidImage(f"{path}: {size} bytes exceeds the {limit}-byte {modality} limit")
+        data = fh.read(size + 1)  # never read(limit): that allocates the whole limit up front
+    if len(data) > limit:
+        raise InvalidImage(f"{path}: grew past the {limit}-byte {modality} limit while read")
+    return data
 
 
 class ModalityPrediction(BaseModel):

@@ -13,13 +13,18 @@ Torch-heavy modules are imported inside the verbs, so importing this module stay
 
 from __future__ import annotations
 
+import pickle
+import re
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -27,7 +32,7 @@ from retina_core.catalog.db import make_engine, migrate
 from retina_core.catalog.registry import ModelVersion
 from retina_core.catalog.repository import register_ingest as _register_ingest
 from retina_core.config import Settings
-from retina_core.data.ingest import FileOutcome, process_candidate
+from retina_core.data.ingest import FileOutcome, identity_problem, needs_bytes, process_candidate
 from retina_core.data.sources import SCANNERS, Candidate
 from retina_core.domain import Modality, Source
 from retina_core.landing import open_landing
@@ -64,42 +69,89 @@ def curated_store(settings: Settings) -> ObjectStore:
 # -- ingest ------------------------------------------------------------------------------------
 
 
+CHUNK = 512
+"""Candidates processed (and spooled) at a time by :func:`ingest`: its memory holds one chunk."""
+
+
+def _candidates(settings: Settings, source: Source, location: str) -> Iterator[Candidate]:
+    landing, manifest = open_landing(location, source, settings)
+    if source is Source.PAIRS and manifest is not None:
+        return SCANNERS[source](landing, manifest, limits=settings.ingest)
+    return SCANNERS[source](landing, limits=settings.ingest)
+
+
 def scan_source(settings: Settings, source: Source, location: str) -> list[Candidate]:
     """Every file the landing location offers, as candidates (nothing read or stored yet).
 
     Starts the ``ingest SOURCE`` stage that :func:`register_ingest` ends.
     """
     emit(StageStarted(f"ingest {source}"))
-    landing, manifest = open_landing(location, source, settings)
-    if source is Source.PAIRS and manifest is not None:
-        candidates = list(SCANNERS[source](landing, manifest))
-    else:
-        candidates = list(SCANNERS[source](landing))
+    candidates = list(_candidates(settings, source, location))
     emit(ShardDone(f"ingest {source}", items=0, total=len(candidates), seconds=0.0, unit="files"))
     return candidates
+
+
+class _Processor:
+    """Validate and store candidates, reading a file a manifest names many times only once.
+
+    A pairs manifest may repeat the same image on thousands of rows; after its first
+    acceptance in this run, a repeat reuses the verdict (hash, size, curated key) instead
+    of reading, decoding and hashing the same bytes again.
+    """
+
+    def __init__(self, settings: Settings, source: Source, location: str, threads: int) -> None:
+        self.landing, _ = open_landing(location, source, settings)
+        self.store = curated_store(settings)
+        self.settings = settings.ingest
+        self.source = source
+        self.threads = threads
+        self.accepted: dict[tuple[str, str], FileOutcome] = {}
+
+    def one(self, candidate: Candidate) -> FileOutcome:
+        seen = self.accepted.get((candidate.path, candidate.modality))
+        if seen is not None and candidate.problem is None and identity_problem(candidate) is None:
+            return replace(seen, candidate=candidate)
+        outcome = process_candidate(candidate, self.landing, self.store, self.settings)
+        if outcome.accepted:
+            self.accepted.setdefault((candidate.path, candidate.modality), outcome)
+        return outcome
+
+    def batch(self, candidates: Sequence[Candidate]) -> list[FileOutcome]:
+        """Outcomes in order; only the files still to be read go to the threads (a thread
+        hand-off costs more than deciding a missing file or a repeat in place)."""
+        started = time.perf_counter()
+        outcomes: list[FileOutcome | None] = [None] * len(candidates)
+        to_read: list[int] = []
+        for i, c in enumerate(candidates):
+            if needs_bytes(c) and (c.path, c.modality) not in self.accepted:
+                to_read.append(i)
+            else:
+                outcomes[i] = self.one(c)
+        if self.threads <= 1 or len(to_read) <= 1:
+            for i in to_read:
+                outcomes[i] = self.one(candidates[i])
+        else:
+            with ThreadPoolExecutor(self.threads) as pool:
+                for i, outcome in zip(
+                    to_read, pool.map(self.one, [candidates[i] for i in to_read]), strict=True
+                ):
+                    outcomes[i] = outcome
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(candidates)
+        seconds = time.perf_counter() - started
+        emit(ShardDone(f"ingest {self.source}", items=len(done), total=None, seconds=seconds, unit="files"))
+        return done
 
 
 def process_candidates(
     settings: Settings, source: Source, location: str, candidates: Sequence[Candidate], *, threads: int = 4
 ) -> list[FileOutcome]:
     """Validate and store a batch of files; threads overlap I/O with decoding."""
-    started = time.perf_counter()
-    landing, _ = open_landing(location, source, settings)
-    store = curated_store(settings)
-    if threads <= 1 or len(candidates) <= 1:
-        outcomes = [process_candidate(c, landing, store, settings.ingest) for c in candidates]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            outcomes = list(
-                pool.map(lambda c: process_candidate(c, landing, store, settings.ingest), candidates)
-            )
-    seconds = time.perf_counter() - started
-    emit(ShardDone(f"ingest {source}", items=len(outcomes), total=None, seconds=seconds, unit="files"))
-    return outcomes
+    return _Processor(settings, source, location, threads).batch(candidates)
 
 
 def register_ingest(
-    settings: Settings, source: Source, location: str, outcomes: Sequence[FileOutcome]
+    settings: Settings, source: Source, location: str, outcomes: Iterable[FileOutcome]
 ) -> IngestSummary:
     """Catalogue one run's outcomes in a single transaction."""
     summary = _register_ingest(catalog_engine(settings), source, location, outcomes, settings.split)
@@ -108,10 +160,30 @@ def register_ingest(
 
 
 def ingest(settings: Settings, source: Source, location: str) -> IngestSummary:
-    """Scan, process and register one source in this process."""
-    candidates = scan_source(settings, source, location)
-    outcomes = process_candidates(settings, source, location, candidates)
-    return register_ingest(settings, source, location, outcomes)
+    """Scan, process and register one source in this process, in bounded memory.
+
+    Candidates stream from the scan in chunks; each chunk's outcomes are spooled to a
+    temporary file, and registration then streams them back in one short transaction (the
+    catalog is not held locked while files are read). Memory holds one chunk, the hashes
+    seen and the quarantine list the summary reports, never the whole manifest.
+    """
+    emit(StageStarted(f"ingest {source}"))
+    processor = _Processor(settings, source, location, threads=4)
+    with tempfile.TemporaryFile(prefix="retina-ingest-") as spool:
+        candidates = _candidates(settings, source, location)
+        while chunk := list(islice(candidates, CHUNK)):
+            pickle.dump(processor.batch(chunk), spool, protocol=pickle.HIGHEST_PROTOCOL)
+        spool.seek(0)
+        return register_ingest(settings, source, location, _unspool(spool))
+
+
+def _unspool(spool: IO[bytes]) -> Iterator[FileOutcome]:
+    """The outcomes :func:`ingest` spooled, in order (a file this process just wrote)."""
+    while True:
+        try:
+            yield from pickle.load(spool)
+        except EOFError:
+            return
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -183,12 +255,29 @@ def train_fusion(settings: Settings) -> FusionReport:
 # -- explain -----------------------------------------------------------------------------------
 
 
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""A plain id: it names a folder under ``reports/`` and an object-store prefix, so it can hold
+no separator and cannot be ``..``. Flow parameters carry the same pattern."""
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
 def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` unchanged, or ValueError when it is not a plain id (``../../x``, ``a/b``)."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} is not a plain id: 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
 def report_dir(settings: Settings, run_id: str) -> Path:
-    return settings.home / "reports" / run_id
+    """The run's report folder; every path and key built from a run id goes through here first."""
+    return settings.home / "reports" / check_run_id(run_id)
 
 
 def explain(settings: Settings, name: str, version: int, run_id: str) -> ExplainSection:

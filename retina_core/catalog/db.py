@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def make_engine(url: str) -> Engine:
     """An engine tuned for concurrent writers: WAL + busy timeout on SQLite."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = make_url(url).database  # unescaped: "%25" in the URL is "%" in the file name
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
@@ -46,10 +47,12 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config() -> Config:
+    """Alembic's config without a URL: migrations run on the connection ``migrate`` hands
+    over. Its ini options go through configparser interpolation, which chokes on the ``%``
+    of an escaped password (``p%40ss``) and then prints the URL, password included."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     return cfg
 
 
@@ -67,7 +70,7 @@ def migrate(engine: Engine) -> None:
     head = head_revision()
     if current_revision(engine) == head:
         return
-    cfg = _alembic_config(engine)
+    cfg = _alembic_config()
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from retina_core.domain import MAX_PATIENT_ID
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -32,7 +34,7 @@ class ImageRow(Base):
     modality: Mapped[str] = mapped_column(String(16), index=True)
     source: Mapped[str] = mapped_column(String(16))
     source_path: Mapped[str] = mapped_column(Text, doc="Path of the first file seen with these bytes.")
-    patient_id: Mapped[str] = mapped_column(String(128), index=True)
+    patient_id: Mapped[str] = mapped_column(String(MAX_PATIENT_ID), index=True)
     eye: Mapped[str | None] = mapped_column(String(8))
     label: Mapped[int | None] = mapped_column(Integer, doc="DRGrade or OctClass value; None = unlabeled.")
     split: Mapped[str] = mapped_column(String(8), index=True)
@@ -51,7 +53,7 @@ class PairRow(Base):
     __table_args__ = (UniqueConstraint("fundus_sha256", "oct_sha256", name="uq_pair_images"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    patient_id: Mapped[str] = mapped_column(String(128), index=True)
+    patient_id: Mapped[str] = mapped_column(String(MAX_PATIENT_ID), index=True)
     eye: Mapped[str] = mapped_column(String(8))
     fundus_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"))
     oct_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"))

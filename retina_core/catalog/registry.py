@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from retina_core.catalog.db import session_scope
@@ -291,9 +291,24 @@ def decide(
     )
 
 
+def _lock_model(session: Session, name: str) -> None:
+    """Take the write lock on ``name``'s versions before reading its champion.
+
+    Two promotions that both read "the champion is v1" and then both write would leave two
+    champions (reproduced on PostgreSQL and SQLite with two threads). A no-op UPDATE of the
+    name's rows as the transaction's first statement serialises them: PostgreSQL row locks
+    make the second wait, SQLite's write lock does the same (its BEGIN comes with the first
+    write), and the second then reads the champion the first committed.
+    """
+    session.execute(
+        update(ModelVersionRow).where(ModelVersionRow.name == name).values(status=ModelVersionRow.status)
+    )
+
+
 def apply_decision(engine: Engine, decision: Decision, actor: str = "pipeline") -> None:
     """Record the decision and, when promoted, swap the champion in one transaction."""
     with session_scope(engine) as session:
+        _lock_model(session, decision.name)
         if decision.promoted:
             _set_champion(session, decision.name, decision.version)
         _event(
@@ -322,6 +337,7 @@ def _set_champion(session: Session, name: str, version: int) -> None:
 def promote(engine: Engine, name: str, version: int, *, actor: str, reason: str) -> None:
     """Manual override: make ``version`` champion; who and why are recorded."""
     with session_scope(engine) as session:
+        _lock_model(session, name)
         _set_champion(session, name, version)
         _event(session, name, version, "promote", actor, f"manual: {reason}")
 
@@ -329,6 +345,7 @@ def promote(engine: Engine, name: str, version: int, *, actor: str, reason: str)
 def rollback(engine: Engine, name: str, *, actor: str, reason: str) -> int:
     """Return to the champion before the current one; returns the restored version."""
     with session_scope(engine) as session:
+        _lock_model(session, name)
         current = _champion_row(session, name)
         promotions = (
             session.execute(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from retina_core.catalog.db import session_scope, upsert
@@ -27,7 +27,8 @@ from retina_core.catalog.models import (
 from retina_core.config import SplitSettings
 from retina_core.data.ingest import FileOutcome
 from retina_core.data.records import ImageRecord
-from retina_core.data.rejections import Reason, Rejection
+from retina_core.data.rejections import Reason, Rejection, printable
+from retina_core.data.sources import Candidate
 from retina_core.data.splits import assign_split, split_balance
 from retina_core.domain import Modality, Source, Split
 from retina_core.results import IngestSummary, QuarantineEntry
@@ -47,8 +48,34 @@ def _catalog_digest(session: Session) -> tuple[str, dict[str, int]]:
     return h.hexdigest(), dict(counts)
 
 
+_BATCH = 1000
+"""Quarantine rows per executemany: a manifest of missing files makes one row per entry."""
+
+
+class _QuarantineWriter:
+    """Buffers quarantine rows and inserts them in batches (one statement per thousand rows,
+    not one ORM object each), keeping the entries the summary reports."""
+
+    def __init__(self, session: Session, run_id: int, source: str) -> None:
+        self.session, self.run_id, self.source = session, run_id, source
+        self.pending: list[dict[str, Any]] = []
+        self.entries: list[QuarantineEntry] = []
+
+    def add(self, path: str, rejection: Rejection, object_key: str | None, sha256: str | None = None) -> None:
+        self.entries.append(
+            _record_quarantine(self.pending, self.run_id, self.source, path, rejection, object_key, sha256)
+        )
+        if len(self.pending) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.session.execute(insert(QuarantineRow), self.pending)
+            self.pending = []
+
+
 def _record_quarantine(
-    session: Session,
+    pending: list[dict[str, Any]],
     run_id: int,
     source: str,
     path: str,
@@ -56,43 +83,51 @@ def _record_quarantine(
     object_key: str | None,
     sha256: str | None = None,
 ) -> QuarantineEntry:
-    session.add(
-        QuarantineRow(
-            ingest_run_id=run_id,
-            source=source,
-            path=path,
-            reason=rejection.reason.value,
-            detail=rejection.detail,
-            sha256=sha256,
-            object_key=object_key,
-        )
+    """Names and details are stored escaped (:func:`printable`): a file name that is not
+    UTF-8, or a NUL from a manifest, is recorded instead of failing the run's transaction."""
+    path, detail = printable(path), printable(rejection.detail)
+    pending.append(
+        {
+            "ingest_run_id": run_id,
+            "source": source,
+            "path": path,
+            "reason": rejection.reason.value,
+            "detail": detail,
+            "sha256": sha256,
+            "object_key": object_key,
+            "created_at": utcnow(),
+        }
     )
-    return QuarantineEntry(path=path, reason=str(rejection))
+    return QuarantineEntry(path=path, reason=f"{rejection.reason.value}: {detail}")
 
 
 def register_ingest(
-    engine: Engine, source: Source, location: str, outcomes: Sequence[FileOutcome], splits: SplitSettings
+    engine: Engine, source: Source, location: str, outcomes: Iterable[FileOutcome], splits: SplitSettings
 ) -> IngestSummary:
-    """Write one run's outcomes in a single transaction (all or nothing)."""
+    """Write one run's outcomes in a single transaction (all or nothing).
+
+    ``outcomes`` is read once, in order, so a generator works: only accepted pair rows and
+    the hashes seen are kept, not every outcome.
+    """
     with session_scope(engine) as session:
         run = IngestRunRow(source=str(source), location=location)
         session.add(run)
         session.flush()
-        quarantined: list[QuarantineEntry] = []
+        quarantine = _QuarantineWriter(session, run.id, str(source))
         new_by_modality: Counter[str] = Counter()
         new_shas: list[str] = []
         seen: dict[str, FileOutcome] = {}
         accepted_by_pair: dict[int, dict[str, str]] = {}
-        already_known = duplicates = 0
+        pair_candidates: dict[int, Candidate] = {}
+        already_known = duplicates = scanned = 0
         for outcome in outcomes:
+            scanned += 1
             c = outcome.candidate
+            if c.pair_row is not None and outcome.accepted:
+                pair_candidates.setdefault(c.pair_row, c)
             if not outcome.accepted:
                 assert outcome.rejection is not None
-                quarantined.append(
-                    _record_quarantine(
-                        session, run.id, str(source), c.path, outcome.rejection, outcome.object_key
-                    )
-                )
+                quarantine.add(c.path, outcome.rejection, outcome.object_key)
                 continue
             facts = outcome.facts
             assert facts is not None and c.patient_id is not None
@@ -100,18 +135,11 @@ def register_ingest(
                 duplicates += 1
                 first = seen[facts.sha256].candidate
                 if first.label != c.label or first.modality != c.modality:
-                    quarantined.append(
-                        _record_quarantine(
-                            session,
-                            run.id,
-                            str(source),
-                            c.path,
-                            Rejection(
-                                Reason.LABEL_CONFLICT, f"same bytes as {first.path} but a different label"
-                            ),
-                            outcome.object_key,
-                            facts.sha256,
-                        )
+                    quarantine.add(
+                        c.path,
+                        Rejection(Reason.LABEL_CONFLICT, f"same bytes as {first.path} but a different label"),
+                        outcome.object_key,
+                        facts.sha256,
                     )
                 elif c.pair_row is not None:
                     accepted_by_pair.setdefault(c.pair_row, {})[str(c.modality)] = facts.sha256
@@ -124,7 +152,7 @@ def register_ingest(
                     sha256=facts.sha256,
                     modality=str(c.modality),
                     source=str(source),
-                    source_path=c.path,
+                    source_path=printable(c.path),
                     patient_id=c.patient_id,
                     eye=c.eye,
                     label=c.label,
@@ -143,20 +171,15 @@ def register_ingest(
                 if existing is not None and (
                     existing.label != c.label or existing.modality != str(c.modality)
                 ):
-                    quarantined.append(
-                        _record_quarantine(
-                            session,
-                            run.id,
-                            str(source),
-                            c.path,
-                            Rejection(
-                                Reason.LABEL_CONFLICT,
-                                f"content already catalogued as {existing.modality} label {existing.label} "
-                                f"(from {existing.source_path}); this file says {c.modality} label {c.label}",
-                            ),
-                            outcome.object_key,
-                            facts.sha256,
-                        )
+                    quarantine.add(
+                        c.path,
+                        Rejection(
+                            Reason.LABEL_CONFLICT,
+                            f"content already catalogued as {existing.modality} label {existing.label} "
+                            f"(from {existing.source_path}); this file says {c.modality} label {c.label}",
+                        ),
+                        outcome.object_key,
+                        facts.sha256,
                     )
                     continue
                 already_known += 1
@@ -165,12 +188,14 @@ def register_ingest(
                 new_shas.append(facts.sha256)
             if c.pair_row is not None:
                 accepted_by_pair.setdefault(c.pair_row, {})[str(c.modality)] = facts.sha256
-        new_pairs = _register_pairs(session, outcomes, accepted_by_pair, splits)
+        quarantine.flush()
+        quarantined = quarantine.entries
+        new_pairs = _register_pairs(session, pair_candidates, accepted_by_pair, splits)
         version = _maybe_new_version(session, dict(new_by_modality), new_shas, new_pairs)
         summary = IngestSummary(
             source=str(source),
             location=location,
-            scanned=len(outcomes),
+            scanned=scanned,
             accepted=len(new_shas),
             already_known=already_known,
             duplicates=duplicates,
@@ -190,15 +215,18 @@ def register_ingest(
 
 def _register_pairs(
     session: Session,
-    outcomes: Sequence[FileOutcome],
+    rows: dict[int, Candidate],
     accepted: dict[int, dict[str, str]],
     splits: SplitSettings,
 ) -> int:
-    rows = {o.candidate.pair_row: o.candidate for o in outcomes if o.candidate.pair_row is not None}
-    new = 0
+    """Insert each distinct (fundus, OCT) pair once: a manifest may repeat a pair on many rows."""
+    distinct: dict[tuple[str, str], int] = {}
     for row, shas in sorted(accepted.items()):
-        if set(shas) != {Modality.FUNDUS.value, Modality.OCT.value}:
-            continue
+        if set(shas) == {Modality.FUNDUS.value, Modality.OCT.value}:
+            distinct.setdefault((shas["fundus"], shas["oct"]), row)
+    new = 0
+    for row in distinct.values():
+        shas = accepted[row]
         c = rows[row]
         assert c.patient_id is not None
         result = session.execute(

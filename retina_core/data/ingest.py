@@ -16,22 +16,26 @@ import re
 from dataclasses import dataclass
 
 from retina_core.config import IngestSettings
-from retina_core.data.rejections import Reason, Rejection
+from retina_core.data.rejections import Reason, Rejection, printable
 from retina_core.data.sources import Candidate
 from retina_core.data.validation import ImageFacts, validate_image
-from retina_core.domain import Modality
+from retina_core.domain import MAX_PATIENT_ID, Modality
 from retina_core.storage import (
     ObjectNotFoundError,
     ObjectStore,
+    ObjectTooLarge,
     StorageError,
     StorageUnavailable,
+    SymlinkRefused,
     UnsafeKeyError,
 )
 
 log = logging.getLogger(__name__)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_UNREACHABLE = {Reason.FILE_MISSING, Reason.PATH_ESCAPE}
-"""Problems for which there are no bytes to keep; for all others the file is quarantined too."""
+_UNREACHABLE = {Reason.FILE_MISSING, Reason.PATH_ESCAPE, Reason.SYMLINK}
+"""Problems for which there are no bytes to keep: the catalog's quarantine row is their only
+record (a ``reason.json`` beside nothing would cost a durable write per missing file, the
+bulk of a large manifest's bookkeeping). For all others the file is quarantined too."""
 
 
 @dataclass(frozen=True)
@@ -47,38 +51,64 @@ class FileOutcome:
         return self.facts is not None
 
 
+def needs_bytes(candidate: Candidate) -> bool:
+    """Whether processing reads the file (False for a file already known to be missing,
+    outside the landing or a link: those are decided without I/O)."""
+    return candidate.problem is None or candidate.problem.reason not in _UNREACHABLE
+
+
 def curated_key(modality: str, facts: ImageFacts) -> str:
     return f"images/{modality}/{facts.sha256}.{facts.format}"
 
 
-def _read(landing: ObjectStore, key: str, settings: IngestSettings) -> bytes | Rejection:
+def _read(landing: ObjectStore, key: str, limit: int) -> bytes | Rejection:
+    """The file's bytes, or why not; the size limit is checked on the open file, before reading."""
     try:
-        size = landing.size(key)
-        if size > settings.max_file_bytes:
-            return Rejection(Reason.TOO_LARGE, f"{size} bytes exceeds the {settings.max_file_bytes} limit")
-        return landing.get_bytes(key)
+        return landing.get_bytes(key, max_bytes=limit)
+    except ObjectTooLarge as exc:
+        return Rejection(Reason.TOO_LARGE, f"{exc.size} bytes exceeds the {limit} limit")
+    except SymlinkRefused:
+        return Rejection(
+            Reason.SYMLINK, "a symbolic link (or inside a linked folder); links are never followed"
+        )
     except UnsafeKeyError as exc:
-        return Rejection(Reason.PATH_ESCAPE, str(exc))
+        return Rejection(Reason.PATH_ESCAPE, printable(str(exc)))
     except ObjectNotFoundError:
-        return Rejection(Reason.FILE_MISSING, f"{key} disappeared before it could be read")
+        return Rejection(Reason.FILE_MISSING, f"{printable(key)} disappeared before it could be read")
     except StorageUnavailable:
         raise  # the landing is unreachable, not the file bad: retry the step, never quarantine
     except (StorageError, OSError) as exc:
-        return Rejection(Reason.UNREADABLE, f"cannot read {key}: {type(exc).__name__}")
+        return Rejection(Reason.UNREADABLE, f"cannot read {printable(key)}: {type(exc).__name__}")
+
+
+def identity_problem(candidate: Candidate) -> Rejection | None:
+    """What no database could store as given: a name that is not text, an over-long or
+    control-character patient id. Checked here, for every source and database alike, so
+    SQLite and PostgreSQL give the same verdict instead of one of them aborting the run."""
+    if printable(candidate.path) != candidate.path:
+        return Rejection(
+            Reason.BAD_NAME, "the name is not UTF-8 text or holds control characters (recorded escaped)"
+        )
+    patient = candidate.patient_id
+    if patient is not None and len(patient) > MAX_PATIENT_ID:
+        return Rejection(Reason.BAD_ROW, f"patient id is {len(patient)} characters, over {MAX_PATIENT_ID}")
+    if patient is not None and printable(patient) != patient:
+        return Rejection(Reason.BAD_ROW, f"patient id {printable(patient)!r} holds control characters")
+    return None
 
 
 def quarantine(store: ObjectStore, candidate: Candidate, rejection: Rejection, data: bytes | None) -> str:
     """Keep the rejected file (when we have its bytes) and say why, never overwriting."""
     reason = {
         "source": str(candidate.source),
-        "path": candidate.path,
+        "path": printable(candidate.path),
         "reason": rejection.reason.value,
-        "detail": rejection.detail,
+        "detail": printable(rejection.detail),
         "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
     }
     payload = json.dumps(reason, indent=2, sort_keys=True).encode()
     tag = hashlib.sha256(payload + (data or b"")).hexdigest()[:16]
-    name = _UNSAFE_CHARS.sub("_", candidate.path.replace("/", "__"))[-120:] or "unnamed"
+    name = _UNSAFE_CHARS.sub("_", printable(candidate.path).replace("/", "__"))[-120:] or "unnamed"
     prefix = f"quarantine/{candidate.source}/{tag}"
     if data is not None:
         store.put_bytes(f"{prefix}/{name}", data)
@@ -95,12 +125,13 @@ def process_candidate(
     the caller retries, instead of quarantining good images for a network outage.
     """
     data: bytes | None = None
-    rejection = candidate.problem
+    rejection = identity_problem(candidate) or candidate.problem  # the more basic flaw first
     facts: ImageFacts | None = None
     if rejection is None or rejection.reason not in _UNREACHABLE:
-        read = _read(landing, candidate.path, settings)
+        read = _read(landing, candidate.path, settings.max_bytes(candidate.modality))
         if isinstance(read, Rejection):
-            rejection = rejection or read
+            # A link is named for what it is, whatever else its name or row got wrong.
+            rejection = read if read.reason is Reason.SYMLINK else (rejection or read)
         else:
             data = read
             if rejection is None:
@@ -110,8 +141,8 @@ def process_candidate(
                 else:
                     facts = checked
     if rejection is not None:
-        key = quarantine(store, candidate, rejection, data)
-        log.info("quarantined %s: %s", candidate.path, rejection)
+        key = None if rejection.reason in _UNREACHABLE else quarantine(store, candidate, rejection, data)
+        log.info("quarantined %s: %s", printable(candidate.path), printable(str(rejection)))
         return FileOutcome(candidate, rejection=rejection, object_key=key)
     assert facts is not None and data is not None
     key = curated_key(str(candidate.modality), facts)
@@ -141,8 +172,8 @@ def _keep_mask(
     try:
         if not landing.exists(candidate.mask_path):
             return
-        data = landing.get_bytes(candidate.mask_path)
-    except StorageError:
+        data = landing.get_bytes(candidate.mask_path, max_bytes=settings.max_bytes(candidate.modality))
+    except StorageError:  # absent, a link, too large or unreadable: the image stands without it
         return
     checked = validate_image(data, Modality.OCT, settings)
     if isinstance(checked, Rejection) or (checked.width, checked.height) != (facts.width, facts.height):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class Reason(StrEnum):
@@ -26,6 +29,9 @@ class Reason(StrEnum):
     UNLABELED = "unlabeled"
     BAD_ROW = "bad_row"
     UNREADABLE = "unreadable"
+    SYMLINK = "symlink"
+    BAD_NAME = "bad_name"
+    """The file name is not UTF-8 text or holds control characters: it is recorded escaped."""
 
 
 @dataclass(frozen=True)
@@ -39,3 +45,19 @@ class Rejection:
 
 class SourceError(Exception):
     """The source location itself is unusable (no manifest, wrong layout): nothing was ingested."""
+
+
+def printable(text: str) -> str:
+    """``text`` in a form every database, log and terminal takes: undecodable bytes of a
+    file name (Python's surrogate escapes) become ``\\xff``, control characters and NUL
+    become ``\\x00`` escapes. Everything else, non-ASCII letters included, is unchanged."""
+    if not _UNPRINTABLE.search(text):
+        return text
+    return _UNPRINTABLE.sub(lambda m: _escape(m.group()), text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode carries it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -52,8 +52,10 @@ def sniff_format(data: bytes) -> str | None:
 def validate_image(data: bytes, modality: Modality, settings: IngestSettings) -> ImageFacts | Rejection:
     if not data:
         return Rejection(Reason.EMPTY, "file is empty (0 bytes)")
-    if len(data) > settings.max_file_bytes:
-        return Rejection(Reason.TOO_LARGE, f"{len(data)} bytes exceeds the {settings.max_file_bytes} limit")
+    if len(data) > settings.max_bytes(modality):
+        return Rejection(
+            Reason.TOO_LARGE, f"{len(data)} bytes exceeds the {settings.max_bytes(modality)} limit"
+        )
     fmt = sniff_format(data)
     if fmt is None:
         return Rejection(Reason.NOT_AN_IMAGE, "content is not PNG, JPEG, TIFF or BMP")

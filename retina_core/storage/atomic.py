@@ -16,8 +16,29 @@ from typing import BinaryIO
 
 from retina_core.storage.base import TEMP_PREFIX
 
-FILE_MODE = 0o644
-"""mkstemp creates 0600; objects are meant to be read by other users' workers too."""
+
+def process_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``); the
+    ``os.umask`` round trip elsewhere briefly sets it for every thread."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """What ``open()`` would give a new file: 0666 less the umask (mkstemp forces 0600).
+
+    Objects are meant to be read by other users' workers when the operator's umask says
+    so, and kept private when it does not (a ``027`` umask for patient data is honoured).
+    """
+    return 0o666 & ~process_umask()
 
 
 @contextmanager
@@ -36,7 +57,7 @@ def temporary_file(directory: Path, write: Callable[[BinaryIO], None]) -> Iterat
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(path, FILE_MODE)
+        os.chmod(path, file_mode())
         yield path
     finally:
         path.unlink(missing_ok=True)

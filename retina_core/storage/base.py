@@ -43,6 +43,22 @@ class UnsafeKeyError(StorageError, ValueError):
     """The key could address something outside the store (absolute, ``..``, hostile symlink)."""
 
 
+class SymlinkRefused(UnsafeKeyError):
+    """The key names a symbolic link (or passes through one): local reads never follow links.
+
+    Following one would read whatever the link points at *when it is opened*, not what was
+    checked; refusing makes what is validated what is read.
+    """
+
+
+class ObjectTooLarge(StorageError):
+    """The object is larger than the caller's limit; nothing beyond the limit was read."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -117,7 +133,9 @@ class ObjectStore(Protocol):
         """Like `put_bytes`, streaming from a file."""
         ...
 
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ObjectTooLarge (before reading them) when it exceeds ``max_bytes``."""
+        ...
 
     def get_file(self, key: str, dest: Path) -> Path:
         """Copy to ``dest`` atomically (a reader never sees half a file); returns ``dest``."""
@@ -150,8 +168,10 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",
+    "ObjectTooLarge",
     "StorageError",
     "StorageUnavailable",
+    "SymlinkRefused",
     "UnsafeKeyError",
     "join_key",
     "redact_url",

@@ -1,8 +1,12 @@
 """The object store on a local directory.
 
 It is also opened read-only over users' landing folders, which may hold symlinks that
-point anywhere, so every path is resolved and checked against the root before use.
-Writes are published with ``os.link`` from a fsynced temporary: the link fails when
+point anywhere. Reads therefore open one path component at a time relative to the root
+with ``O_NOFOLLOW`` and check the opened descriptor (``fstat``): a link anywhere below the
+root is refused rather than followed, and a file swapped for a link between a check and
+the read cannot redirect it, because there is no separate check. Listings yield links as
+entries so that callers can record them (a reader then refuses them); they never enter a
+linked folder. Writes resolve the path and check it against the root. Writes are published with ``os.link`` from a fsynced temporary: the link fails when
 the final name exists, so two processes racing on one key cannot clobber each other.
 """
 
@@ -15,6 +19,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +29,9 @@ from retina_core.storage.base import (
     ObjectExistsError,
     ObjectInfo,
     ObjectNotFoundError,
+    ObjectTooLarge,
     StorageError,
+    SymlinkRefused,
     UnsafeKeyError,
     validate_key,
     validate_prefix,
@@ -34,6 +41,11 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+"""O_NONBLOCK: opening a FIFO planted in a landing folder must not hang the ingest."""
 
 
 class LocalObjectStore:
@@ -129,26 +141,43 @@ class LocalObjectStore:
 
     # -- reading -------------------------------------------------------------------------
 
-    def get_bytes(self, key: str) -> bytes:
-        return self._existing(key).read_bytes()
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        with self._open(key) as (fd, info):
+            if max_bytes is not None and info.st_size > max_bytes:
+                raise ObjectTooLarge(
+                    f"{key!r} is {info.st_size} bytes, over the {max_bytes} limit", info.st_size
+                )
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                # read(n) allocates n bytes up front: ask for the size fstat gave (+1 to notice
+                # growth), never for the limit itself.
+                data = fh.read() if max_bytes is None else fh.read(min(info.st_size, max_bytes) + 1)
+        if max_bytes is not None and len(data) > max_bytes:  # grew while being read
+            raise ObjectTooLarge(f"{key!r} grew past the {max_bytes} limit while read", len(data))
+        return data
 
     def get_file(self, key: str, dest: Path) -> Path:
-        source = self._existing(key)
         dest = Path(dest)
+        with self._open(key) as (fd, _):
 
-        def write(fh: BinaryIO) -> None:
-            with source.open("rb") as src:
-                shutil.copyfileobj(src, fh, _CHUNK)
+            def write(fh: BinaryIO) -> None:
+                with os.fdopen(os.dup(fd), "rb") as src:
+                    shutil.copyfileobj(src, fh, _CHUNK)
 
-        with temporary_file(dest.parent, write) as tmp:
-            os.replace(tmp, dest)
+            with temporary_file(dest.parent, write) as tmp:
+                os.replace(tmp, dest)
         return dest
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        """Whether a regular file is there; SymlinkRefused when the key is (or crosses) a link."""
+        try:
+            with self._open(key):
+                return True
+        except ObjectNotFoundError:
+            return False
 
     def size(self, key: str) -> int:
-        return self._existing(key).stat().st_size
+        with self._open(key) as (_, info):
+            return info.st_size
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
@@ -162,36 +191,38 @@ class LocalObjectStore:
         return iter(sorted(self._walk(start, prefix), key=lambda info: info.key))
 
     def _walk(self, start: Path, prefix: str) -> Iterator[ObjectInfo]:
-        # followlinks=False: a symlinked directory is listed in dirnames but never entered.
-        for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
-            dirnames[:] = [name for name in dirnames if not name.startswith(TEMP_PREFIX)]
-            for name in filenames:
-                if name.startswith(TEMP_PREFIX):
-                    continue
-                path = Path(dirpath, name)
-                key = path.relative_to(self._root).as_posix()
-                if not key.startswith(prefix):
-                    continue
-                info = self._info(path, key)
-                if info is not None:
-                    yield info
+        """Every regular file and link under ``start``, without recursion or following links.
 
-    def _info(self, path: Path, key: str) -> ObjectInfo | None:
-        """Listing entry for a file, or None for what a reader could not (or must not) open."""
-        try:
-            validate_key(key)
-        except UnsafeKeyError:
-            return None
-        if path.is_symlink() and not self._inside(path):
-            logger.warning("skipping %s: symlink pointing outside %s", key, self._root)
-            return None
-        try:
-            info = path.stat()
-        except OSError:
-            return None  # dangling symlink, or removed while listing
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        return ObjectInfo(key=key, size=info.st_size)
+        An explicit stack instead of ``os.walk`` (recursive before Python 3.12), so a tree
+        thousands of levels deep is listed like any other; a folder that cannot be read is
+        logged and skipped, never the end of the listing.
+        """
+        root = str(self._root).rstrip(os.sep) + os.sep
+        stack = [str(start)]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as entries:
+                    found = list(entries)
+            except OSError as exc:
+                logger.warning("cannot list %r: %s", directory[len(root) :], exc.strerror or exc)
+                continue
+            for entry in found:
+                if entry.name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed while listing
+                key = entry.path[len(root) :].replace(os.sep, "/")
+                if key.startswith(prefix) and (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                    try:
+                        yield ObjectInfo(key=validate_key(key), size=info.st_size)
+                    except UnsafeKeyError:
+                        continue
 
     # -- housekeeping and views ----------------------------------------------------------
 
@@ -221,8 +252,49 @@ class LocalObjectStore:
             raise UnsafeKeyError(f"key {key!r} resolves outside the store root through a symlink")
         return path
 
-    def _existing(self, key: str) -> Path:
-        path = self._path(key)
-        if not path.is_file():
-            raise ObjectNotFoundError(f"no object {key!r} in {self._root}")
-        return path
+    @contextmanager
+    def _open(self, key: str) -> Iterator[tuple[int, os.stat_result]]:
+        """A descriptor on the regular file at ``key`` and its ``fstat``, reached without links.
+
+        Each folder is opened relative to the previous one with ``O_NOFOLLOW``, so neither
+        a linked file nor a linked folder (swapped in at any moment) is ever followed.
+        """
+        parts = validate_key(key).split("/")
+        try:
+            fd = os.open(self._root, os.O_RDONLY | _CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"no object {key!r}: {self._root} does not exist yet") from None
+        except OSError as exc:
+            raise StorageError(f"cannot open the store root {self._root}: {exc.strerror or exc}") from exc
+        try:
+            for part in parts[:-1]:
+                fd_next = self._open_at(fd, part, _DIR_FLAGS, key)
+                os.close(fd)
+                fd = fd_next
+            file_fd = self._open_at(fd, parts[-1], _FILE_FLAGS, key)
+        finally:
+            os.close(fd)
+        try:
+            info = os.fstat(file_fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ObjectNotFoundError(f"{key!r} in {self._root} is not a regular file")
+            yield file_fd, info
+        finally:
+            os.close(file_fd)
+
+    def _open_at(self, dir_fd: int, name: str, flags: int, key: str) -> int:
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and _is_link(name, dir_fd):
+                raise SymlinkRefused(f"{key!r} is, or passes through, a symbolic link") from None
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+                raise ObjectNotFoundError(f"no object {key!r} in {self._root}") from None
+            raise StorageError(f"cannot open {key!r} in {self._root}: {exc.strerror or exc}") from exc
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False

@@ -30,6 +30,7 @@ from retina_core.storage.base import (
     ObjectExistsError,
     ObjectInfo,
     ObjectNotFoundError,
+    ObjectTooLarge,
     StorageError,
     StorageUnavailable,
     join_key,
@@ -198,10 +199,14 @@ class S3ObjectStore:
 
     # -- reading -------------------------------------------------------------------------
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         full = self._full(key)
         with self._errors("GET", full):
             response = self._client.get_object(Bucket=self._bucket, Key=full, ChecksumMode="ENABLED")
+            size = int(response.get("ContentLength", 0))
+            if max_bytes is not None and size > max_bytes:
+                response["Body"].close()  # the length is in the headers: refuse before reading the body
+                raise ObjectTooLarge(f"{self._where(full)} is {size} bytes, over the {max_bytes} limit", size)
             return response["Body"].read()
 
     def get_file(self, key: str, dest: Path) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from retina_core.storage import ObjectStore, StorageError
+from retina_core.storage import ObjectNotFoundError, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,11 @@ def save_checkpoint(store: ObjectStore, run_key: str, epoch: int, payload: dict[
     """Write this epoch's checkpoint, then delete the run's older ones (never before: a kill
     between the two leaves two whole checkpoints, not zero)."""
     key = f"{checkpoint_prefix(run_key)}/epoch-{epoch:03d}.pt"
-    store.put_bytes(key, to_bytes(payload))
+    # Two trainings with the same run key (a retried deployment beside a stray one) write
+    # the same epoch with bytes that may differ (timing, nondeterministic kernels): both
+    # are whole states of the same inputs, so the later one replaces the earlier (an atomic
+    # rename) instead of failing the second run with ObjectExistsError.
+    store.put_bytes(key, to_bytes(payload), overwrite=True)
     _delete(store, [older for older_epoch, older in _epochs(store, run_key) if older_epoch < epoch])
     return key
 
@@ -127,6 +131,19 @@ def latest_checkpoint(store: ObjectStore, run_key: str) -> tuple[int, str] | Non
     return max(found) if found else None
 
 
-def load_latest(store: ObjectStore, run_key: str) -> dict[str, Any] | None:
-    latest = latest_checkpoint(store, run_key)
-    return from_bytes(store.get_bytes(latest[1])) if latest else None
+def load_latest(store: ObjectStore, run_key: str, attempts: int = 5) -> dict[str, Any] | None:
+    """The newest checkpoint of the run, or None.
+
+    Another training with the same run key deletes its older epochs as it saves newer
+    ones, so the newest listed here may be gone by the time it is read: then list again
+    (there is a newer one) rather than fail the resume.
+    """
+    for _ in range(attempts):
+        latest = latest_checkpoint(store, run_key)
+        if latest is None:
+            return None
+        try:
+            return from_bytes(store.get_bytes(latest[1]))
+        except ObjectNotFoundError:
+            log.info("checkpoint %s was replaced while being read; listing again", latest[1])
+    return None

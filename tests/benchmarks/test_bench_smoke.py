@@ -137,6 +137,7 @@ def test_every_registered_benchmark_is_selectable() -> None:
         "incremental_retrain",
         "orchestration",
         "ingestion",
+        "large_manifest",
         "inference",
         "training_throughput",
         "drift_check",

@@ -11,7 +11,7 @@ from retina_core.data.validation import ImageFacts, sniff_format, validate_image
 from retina_core.domain import Modality
 from tests.support.files import image_bytes, png_bomb
 
-SETTINGS = IngestSettings(max_pixels=1_000_000, max_file_bytes=200_000, min_side=16)
+SETTINGS = IngestSettings(max_pixels=1_000_000, max_fundus_bytes=200_000, max_oct_bytes=200_000, min_side=16)
 
 
 def reason(data: bytes, modality: Modality = Modality.FUNDUS) -> Reason:
@@ -55,7 +55,7 @@ def test_rejections(data: bytes, expected: Reason) -> None:
 def test_bomb_is_refused_before_decoding() -> None:
     # 40k x 40k would need 1.6 GB to decode; the header check refuses it first.
     data = png_bomb(40_000, 40_000)
-    assert len(data) < SETTINGS.max_file_bytes
+    assert len(data) < SETTINGS.max_fundus_bytes
     assert reason(data) is Reason.TOO_MANY_PIXELS
 
 

@@ -24,8 +24,10 @@ from retina_core.storage import (
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
+    ObjectTooLarge,
     S3ObjectStore,
     StorageError,
+    SymlinkRefused,
     UnsafeKeyError,
     open_store,
     split_s3_url,
@@ -138,6 +140,14 @@ def test_unsafe_keys_are_rejected(object_store: ObjectStore) -> None:
     assert list(object_store.list()) == []
 
 
+def test_get_bytes_refuses_what_exceeds_the_limit(object_store: ObjectStore) -> None:
+    object_store.put_bytes("masks/big.png", b"x" * 5000)
+    with pytest.raises(ObjectTooLarge) as refused:
+        object_store.get_bytes("masks/big.png", max_bytes=4999)
+    assert refused.value.size == 5000
+    assert object_store.get_bytes("masks/big.png", max_bytes=5000) == b"x" * 5000
+
+
 def test_missing_key(object_store: ObjectStore, tmp_path: Path) -> None:
     assert object_store.exists("no/such") is False
     with pytest.raises(ObjectNotFoundError, match="no/such"):
@@ -219,7 +229,7 @@ def test_local_list_skips_temporaries(tmp_path: Path) -> None:
     assert [i.key for i in store.list()] == ["images/oct/a.jpeg"]
 
 
-def test_local_symlinks_out_of_the_root_are_refused(tmp_path: Path) -> None:
+def test_local_symlinks_are_listed_but_never_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_bytes(b"private")
@@ -241,9 +251,14 @@ def test_local_symlinks_out_of_the_root_are_refused(tmp_path: Path) -> None:
         with pytest.raises(UnsafeKeyError):
             call()
     assert not (outside / "planted.txt").exists()
-    assert [i.key for i in store.list()] == ["alias.png", "train_images/ok.png"]
+    # Links (to files or folders) are listed, so an ingest records them instead of
+    # skipping them in silence; a linked folder is never entered ...
+    listed = [i.key for i in store.list()]
+    assert listed == ["alias.png", "escape_dir", "train_images/evil.png", "train_images/ok.png"]
     assert list(store.list("escape_dir/")) == []
-    assert store.get_bytes("alias.png") == b"png"  # a symlink that stays inside is fine
+    # ... and refused on read even when they stay inside: what is checked is what is read.
+    with pytest.raises(SymlinkRefused):
+        store.get_bytes("alias.png")
 
 
 def test_local_path_points_at_the_real_file(tmp_path: Path) -> None:
