@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
 """Used for a referral probability when the model card records no operating threshold."""
 OVERLAY_NAMES = {
-    "fundus": "fundus.png",
-    "oct": "oct.png",
-    "fusion_fundus": "fusion-fundus.png",
-    "fusion_oct": "fusion-oct.png",
+    "fundus": "fundus-gradcam.png",
+    "oct": "oct-gradcam.png",
+    "fusion_fundus": "fusion-fundus-gradcam.png",
+    "fusion_oct": "fusion-oct-gradcam.png",
 }
 REFERRAL_KIND = {Modality.FUNDUS: "referable DR", Modality.OCT: "urgent OCT referral"}
 
