@@ -46,6 +46,7 @@ BENCHMARKS = (
     "orchestration",
     "ingestion",
     "inference",
+    "serving",
     "training_throughput",
     "drift_check",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,9 @@ from retina_core.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = (*NAMES.values(), "fusion_head")
+RETRY_SECONDS = 5.0
+"""A failed load is retried at most this often while the registry's choice stays the same:
+loading reads every weight file, and a broken one would otherwise be re-read per request."""
 PredictorFactory = Callable[[Settings, Engine, ObjectStore], Predictor]
 
 
@@ -58,6 +62,7 @@ class ServingModels:
         self.settings, self.engine, self.store, self.factory = settings, engine, store, factory
         self._state = Loaded(key={}, error="not loaded yet")
         self._reload = threading.Lock()
+        self._tried = -float("inf")
 
     def current(self) -> Loaded:
         """The snapshot to answer with, reloaded first when the registry's choice changed."""
@@ -66,11 +71,17 @@ class ServingModels:
         except SQLAlchemyError as exc:
             log.error("cannot read the registry: %s", type(exc).__name__)
             return Loaded(key=self._state.key, error=_reason(exc))
-        if key != self._state.key or self._state.error is not None:
+        if self._stale(key):
             with self._reload:
-                if key != self._state.key or self._state.error is not None:
+                if self._stale(key):
+                    self._tried = time.monotonic()
                     self._state = self._load(key)
         return self._state
+
+    def _stale(self, key: dict[str, int | None]) -> bool:
+        if key != self._state.key:
+            return True
+        return self._state.error is not None and time.monotonic() - self._tried >= RETRY_SECONDS
 
     def _load(self, key: dict[str, int | None]) -> Loaded:
         if all(v is None for v in key.values()):

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import cv2
 import numpy as np
+from PIL import Image
 
-from retina_core.data.preprocess import decode_image, field_mask
+from retina_core.data.preprocess import field_mask
 from retina_core.domain import Modality
 
 DARK_MEAN = 20.0
 """Mean intensity (0-255) of the fundus field, or of the whole OCT scan, below which nothing
 can be graded: a well-exposed fundus field averages 60-120, an OCT scan 30-80; the
 field-finder's own threshold is 20, so a field darker than that is not seen at all."""
-CHECK_SIDE = 512
-"""Exposure and field are judged on a thumbnail this long: they need the shape, not the detail."""
+CHECK_SIDE = 256
+"""Exposure and field presence are judged on a thumbnail about this long: they need the
+shape, not the detail, and finding the field costs ~4x less here than at 512 px."""
 
 
 class QualityFlag(StrEnum):
@@ -37,23 +38,28 @@ QUALITY_TEXT = {
 }
 
 
-def quality_flags(data: bytes, modality: Modality, *, min_side: int) -> list[QualityFlag]:
-    """The reasons (possibly none) to withhold a prediction for already-validated image bytes."""
-    image = decode_image(data, modality)
+def quality_flags(image: Image.Image, modality: Modality, *, min_side: int) -> list[QualityFlag]:
+    """The reasons (possibly none) to withhold a prediction, from the image validation decoded.
+
+    Taking the decoded image (not bytes) keeps the service at one decode per upload beside
+    the predictor's own: a full-size PNG takes a fifth of a second to decode on these CPUs.
+    """
     flags: list[QualityFlag] = []
-    if min(image.shape[:2]) < min_side:
+    if min(image.size) < min_side:  # orientation (EXIF) cannot change the shorter side
         flags.append(QualityFlag.TOO_SMALL)
-    scale = CHECK_SIDE / max(image.shape[:2])
-    if scale < 1:
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    region: np.ndarray = image
+    target = "RGB" if modality is Modality.FUNDUS else "L"
+    small = image if image.mode == target else image.convert(target)
+    factor = max(1, max(small.size) // CHECK_SIDE)
+    if factor > 1:
+        small = small.reduce(factor)  # box averaging: keeps the means, ~10x cheaper than a resample
+    pixels = np.asarray(small, dtype=np.uint8)
+    region: np.ndarray = pixels
     if modality is Modality.FUNDUS:
-        mask = field_mask(image)
+        mask = field_mask(pixels)
         if mask is None:
             flags.append(QualityFlag.NO_FUNDUS_FIELD)
         else:
-            region = image[mask]
+            region = pixels[mask]
     if float(region.mean()) < DARK_MEAN:
         flags.append(QualityFlag.TOO_DARK)
     return flags

@@ -14,11 +14,12 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from retina_core.config import Settings
 from retina_core.data.rejections import Reason, Rejection
-from retina_core.data.validation import ImageFacts, validate_image
+from retina_core.data.validation import ImageFacts, open_image
 from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.predict import InvalidImage, ModalityPrediction, PredictResult
 from retina_core.serving.cards import ServedModel, scale_binary, scale_probabilities
@@ -38,6 +39,8 @@ OVERLAY_NAMES = {
     "fusion_fundus": "fusion-fundus-gradcam.png",
     "fusion_oct": "fusion-oct-gradcam.png",
 }
+CHECK_THREADS = 4
+"""Upload checks run beside inference; PIL releases the GIL while it decodes."""
 REFERRAL_KIND = {Modality.FUNDUS: "referable DR", Modality.OCT: "urgent OCT referral"}
 
 
@@ -60,32 +63,52 @@ class PredictionService:
         self.overlays = OverlayCache(settings.serve.overlay_cache)
         self._infer = threading.Lock()
         """Grad-CAM hooks the shared model; one inference at a time keeps answers from mixing."""
+        self._checks = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="retina-check")
 
-    def check(self, modality: Modality, data: bytes) -> ImageFacts:
-        """The ingestion's checks; a rejection becomes 413 (too large) or 415 with its reason code."""
-        checked = validate_image(data, modality, self.settings.ingest)
+    def check(self, modality: Modality, data: bytes) -> tuple[ImageFacts, list[QualityFlag]]:
+        """The ingestion's checks, then the quality gate on the same decode.
+
+        A rejection becomes 413 (too large) or 415 with the ingestion's reason code.
+        """
+        checked = open_image(data, modality, self.settings.ingest)
         if isinstance(checked, Rejection):
             status = 413 if checked.reason is Reason.TOO_LARGE else 415
             raise ServiceError(status, checked.reason.value, checked.detail, modality.value)
-        return checked
+        facts, image = checked
+        return facts, quality_flags(image, modality, min_side=self.settings.serve.min_side)
 
     def predict(self, uploads: dict[Modality, bytes], *, gradcam: bool = True) -> PredictAnswer:
         started = time.perf_counter()
         if not uploads:
             raise ServiceError(422, "no_image", "give a fundus photo, an OCT scan, or both")
-        facts = {m: self.check(m, data) for m, data in uploads.items()}
-        flags = {m: quality_flags(d, m, min_side=self.settings.serve.min_side) for m, d in uploads.items()}
         state = self.models.current()
         if not state.ready or state.predictor is None:
             raise ServiceError(503, "not_ready", state.error or "models are not loaded")
-        usable = {m: d for m, d in uploads.items() if not flags[m]}
-        for modality in usable:
+        for modality in uploads:
             if modality not in state.predictor.models:
                 raise ServiceError(
                     503, "no_model", f"no {modality.value} model is registered", modality.value
                 )
+        # The checks decode each upload once, and the predictor decodes it again: running them
+        # beside a speculative prediction hides their cost. A rejected or withheld image throws
+        # the speculation away; nothing unchecked reaches a model, because the predictor runs
+        # the same validation (pixel budget before decoding included) on its input.
+        pending = {m: self._checks.submit(self.check, m, data) for m, data in uploads.items()}
+        try:
+            speculative: tuple[PredictResult, dict[str, bytes]] | None = self._run(state, uploads, gradcam)
+        except Exception:  # whatever it was, the checks below name it, or the rerun raises it again
+            speculative = None
+        checked = {m: future.result() for m, future in pending.items()}  # a refusal raises here
+        facts = {m: c[0] for m, c in checked.items()}
+        flags = {m: c[1] for m, c in checked.items()}
+        usable = {m: d for m, d in uploads.items() if not flags[m]}
         prediction_id = uuid.uuid4().hex
-        result, overlays = self._run(state, usable, gradcam) if usable else (None, {})
+        if not usable:
+            result, overlays = None, {}
+        elif len(usable) == len(uploads) and speculative is not None:
+            result, overlays = speculative
+        else:
+            result, overlays = self._run(state, usable, gradcam)
         answer = self._answer(prediction_id, state, uploads, flags, result, overlays, started)
         self.overlays.put(prediction_id, overlays)
         if self.settings.serve.keep_uploads:

@@ -138,6 +138,7 @@ def test_every_registered_benchmark_is_selectable() -> None:
         "orchestration",
         "ingestion",
         "inference",
+        "serving",
         "training_throughput",
         "drift_check",
     ]

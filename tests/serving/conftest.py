@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -24,6 +23,7 @@ from retina_core.config import ServeSettings, Settings
 from retina_core.data.synthetic import SynthSpec
 from retina_core.fusion.train import train_fusion
 from retina_core.serving import create_app
+from tests.fusion.conftest import one_torch_thread  # noqa: F401  (autouse: one thread on 2 busy cores)
 from tests.fusion.world import World, build_world
 
 SERVE_DATA = SynthSpec(fundus=0, oct=0, pairs=48, size=64, seed=0)
@@ -61,14 +61,6 @@ def eyes(world: World, count: int) -> list[Eye]:
         f, o = world.out / row["fundus_path"], world.out / row["oct_path"]
         found.append(Eye(f.read_bytes(), o.read_bytes(), f, o))
     return found
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import logging
 import math
 import struct
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -187,7 +188,18 @@ def test_uploads_over_the_limit_get_413(serve_world: World) -> None:
             "field": "fundus",
         }
         huge = client.post("/v1/predict", files={"fundus": ("f.png", b"\0" * (3 * 1024 * 1024))})
-        assert huge.status_code == 413 and huge.json()["code"] == "too_large"  # refused by the body limit
+        assert huge.status_code == 413  # declared too long: refused before anything reads the body
+        assert huge.json()["message"].startswith("the request exceeds")
+
+        def endless() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'--b\r\nContent-Disposition: form-data; name="fundus"; filename="f"\r\n\r\n'
+            for _ in range(64):
+                yield b"\0" * 65536
+
+        streamed = client.post(
+            "/v1/predict", content=endless(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert streamed.status_code == 413 and streamed.json()["message"].startswith("the request exceeds")
         assert client.post("/v1/predict").status_code == 422
 
 
