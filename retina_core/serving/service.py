@@ -142,7 +142,7 @@ class PredictionService:
                     usable.get(Modality.OCT),
                     gradcam_dir=Path(tmp) if gradcam else None,
                 )
-            except InvalidImage as exc:  # validated above; kept for a predictor stricter than ingestion
+            except InvalidImage as exc:  # the checks name the ingestion's reason; this is the fallback
                 raise ServiceError(415, "not_an_image", str(exc)) from exc
             files = {
                 "fundus": result.fundus.gradcam if result.fundus else None,

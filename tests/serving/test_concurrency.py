@@ -26,6 +26,17 @@ def _stable(answer: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def _overlays(client: httpx.Client, answer: dict[str, Any]) -> dict[str, bytes]:
+    """Every Grad-CAM overlay of an answer, by name (e.g. ``fundus``, ``fusion/oct``)."""
+    urls = {k: answer[k]["gradcam"] for k in ("fundus", "oct") if answer.get(k) and answer[k]["gradcam"]}
+    if answer.get("fusion") and answer["fusion"]["gradcam"]:
+        urls |= {f"fusion/{k}": u for k, u in answer["fusion"]["gradcam"].items()}
+    assert urls, "every answer here has overlays"
+    pngs = {name: client.get(url).content for name, url in urls.items()}
+    assert all(png.startswith(b"\x89PNG") for png in pngs.values())
+    return pngs
+
+
 def test_eight_concurrent_clients_get_their_own_answers(serve_world: World, live_url: str) -> None:
     pairs = eyes(serve_world, 3)
     inputs: list[dict[str, tuple[str, bytes]]] = [
@@ -35,18 +46,19 @@ def test_eight_concurrent_clients_get_their_own_answers(serve_world: World, live
         {"fundus": ("f", pairs[2].fundus), "oct": ("o", pairs[1].oct)},
     ]
     with httpx.Client(base_url=live_url, timeout=120) as client:
-        single = [_stable(client.post("/v1/predict", files=f).json()) for f in inputs]
+        alone = [client.post("/v1/predict", files=f).json() for f in inputs]
+        single = [_stable(a) for a in alone]
+        single_overlays = [_overlays(client, a) for a in alone]
 
-    def one_client(index: int) -> list[tuple[int, int, dict[str, Any], bytes | None]]:
+    def one_client(index: int) -> list[tuple[int, int, dict[str, Any], dict[str, bytes]]]:
         out = []
         with httpx.Client(base_url=live_url, timeout=120) as client:
             for step in range(REQUESTS_PER_CLIENT):
                 which = (index + step) % len(inputs)
                 response = client.post("/v1/predict", files=inputs[which])
                 body = response.json()
-                overlay = body["fundus"]["gradcam"] if body.get("fundus") else body["oct"]["gradcam"]
-                png = client.get(overlay).content if response.status_code == 200 else None
-                out.append((which, response.status_code, body, png))
+                pngs = _overlays(client, body) if response.status_code == 200 else {}
+                out.append((which, response.status_code, body, pngs))
         return out
 
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -54,7 +66,7 @@ def test_eight_concurrent_clients_get_their_own_answers(serve_world: World, live
 
     assert len(results) == CLIENTS * REQUESTS_PER_CLIENT
     assert len({body["id"] for _, _, body, _ in results}) == len(results)
-    for which, status, body, png in results:
+    for which, status, body, pngs in results:
         assert status == 200
         assert _stable(body) == single[which]
-        assert png is not None and png.startswith(b"\x89PNG")
+        assert pngs == single_overlays[which]  # where the models looked, for this input and no other
