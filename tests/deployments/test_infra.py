@@ -200,6 +200,8 @@ def test_serve_deployment_and_service_read_the_catalog_and_store_the_jobs_use(re
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     (service,) = [s for s in by_kind(documents, "Service") if s["metadata"]["name"] == "retina-serve"]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    if deployment["spec"]["replicas"] > 1:  # overlays are in one pod's memory: a client must stay on it
+        assert service["spec"]["sessionAffinity"] == "ClientIP"
     port_names = {p["name"] for p in container["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
 
