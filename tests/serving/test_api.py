@@ -200,7 +200,14 @@ def test_uploads_over_the_limit_get_413(serve_world: World) -> None:
             "/v1/predict", content=endless(), headers={"content-type": "multipart/form-data; boundary=b"}
         )
         assert streamed.status_code == 413 and streamed.json()["message"].startswith("the request exceeds")
-        assert client.post("/v1/predict").status_code == 422
+        nothing = client.post("/v1/predict")
+        assert nothing.status_code == 422 and nothing.json()["code"] == "no_image"
+        wrong = client.post("/v1/predict?gradcam=maybe", files={"oct": ("o", b"x")})
+        assert wrong.status_code == 422 and wrong.json() == {
+            "code": "invalid_request",
+            "message": wrong.json()["message"],
+            "field": "gradcam",
+        }
 
 
 def test_bearer_token_guards_every_v1_route(serve_world: World) -> None:
