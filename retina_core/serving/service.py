@@ -10,6 +10,7 @@ an image that fails the gate is *withheld*, and the other modality still answers
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -39,6 +40,9 @@ OVERLAY_NAMES = {
     "fusion_fundus": "fusion-fundus-gradcam.png",
     "fusion_oct": "fusion-oct-gradcam.png",
 }
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+"""Where the predictor writes its overlays for the moment it takes to read them back: memory
+(tmpfs) where the system has it, so an overlay of a patient's image never touches a disk."""
 CHECK_THREADS = 4
 """Upload checks run beside inference; PIL releases the GIL while it decodes."""
 REFERRAL_KIND = {Modality.FUNDUS: "referable DR", Modality.OCT: "urgent OCT referral"}
@@ -135,7 +139,7 @@ class PredictionService:
         self, state: Loaded, usable: dict[Modality, bytes], gradcam: bool
     ) -> tuple[PredictResult, dict[str, bytes]]:
         assert state.predictor is not None
-        with tempfile.TemporaryDirectory(prefix="retina-serve-") as tmp, self._infer:
+        with tempfile.TemporaryDirectory(prefix="retina-serve-", dir=SCRATCH) as tmp, self._infer:
             try:
                 result = state.predictor.predict(
                     usable.get(Modality.FUNDUS),
