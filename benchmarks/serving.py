@@ -14,7 +14,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.fixtures import BenchContext
@@ -27,7 +29,12 @@ TARGET = Target("cost", 1.2)
 CLIENTS = 4
 
 
-def _live(app: Any) -> tuple[str, Any, threading.Thread]:
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """The app under a real uvicorn on a free loopback port, in a thread; yields its base URL.
+
+    As `retina serve` runs it; the tests of the service use it too.
+    """
     import uvicorn
 
     with socket.socket() as sock:
@@ -36,12 +43,16 @@ def _live(app: Any) -> tuple[str, Any, threading.Thread]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def run(ctx: BenchContext) -> BenchmarkResult:
@@ -57,10 +68,8 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     engine, store = api.catalog_engine(settings), api.curated_store(settings)
     predictor = Predictor(settings, engine, store)
     pairs = inputs(ctx, ctx.pick(8, 4))
-    url, server, thread = _live(create_app(settings, engine, store))
-    setup_seconds = time.perf_counter() - started
+    app = create_app(settings, engine, store)
     cam_dir = ctx.new_dir("serving-gradcam")
-    client = httpx.Client(base_url=url, timeout=300)
     turn = {"local": 0, "http": 0}
 
     def pair(side: str) -> tuple[bytes, bytes]:
@@ -75,7 +84,7 @@ def run(ctx: BenchContext) -> BenchmarkResult:
 
         return Side(f"Predictor.predict(pair{', gradcam' if gradcam else ''})", work)
 
-    def http(gradcam: bool) -> Side:
+    def http(client: httpx.Client, gradcam: bool) -> Side:
         def work(_: object) -> None:
             fundus, scan = pair("http")
             response = client.post(
@@ -86,15 +95,12 @@ def run(ctx: BenchContext) -> BenchmarkResult:
 
         return Side(f"POST /v1/predict (pair{', gradcam' if gradcam else ''})", work)
 
-    try:
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=300) as client:
+        setup_seconds = time.perf_counter() - started
         budget = ctx.pick(Budget(6, 12, 40, warmup=1), Budget(3, 4, 15, warmup=1))
-        base_plain, http_plain = interleave(local(False), http(False), budget)
-        base_cam, http_cam = interleave(local(True), http(True), budget)
+        base_plain, http_plain = interleave(local(False), http(client, False), budget)
+        base_cam, http_cam = interleave(local(True), http(client, True), budget)
         rps, concurrent_n = _throughput(url, pairs, ctx.pick(24, 8))
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=30)
 
     def p50_p95(values: list[float]) -> list[float]:
         return [percentile(values, 50), percentile(values, 95)]

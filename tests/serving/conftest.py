@@ -8,17 +8,14 @@ behaviour (fields, codes, versions, overlays) is what these tests check.
 from __future__ import annotations
 
 import csv
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
+from benchmarks.serving import live_server
 from retina_core.config import ServeSettings, Settings
 from retina_core.data.synthetic import SynthSpec
 from retina_core.fusion.train import train_fusion
@@ -75,25 +72,8 @@ def client(serve_world: World) -> Iterator[TestClient]:
         yield test_client
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_url(serve_world: World) -> Iterator[str]:
     """The app under a real uvicorn on a loopback port, as `retina serve` runs it."""
-    app = create_app(serve_settings(serve_world), serve_world.engine, serve_world.store)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(create_app(serve_settings(serve_world), serve_world.engine, serve_world.store)) as url:
+        yield url
