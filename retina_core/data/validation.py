@@ -50,15 +50,6 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def validate_image(data: bytes, modality: Modality, settings: IngestSettings) -> ImageFacts | Rejection:
-    checked = open_image(data, modality, settings)
-    return checked if isinstance(checked, Rejection) else checked[0]
-
-
-def open_image(
-    data: bytes, modality: Modality, settings: IngestSettings
-) -> tuple[ImageFacts, Image.Image] | Rejection:
-    """:func:`validate_image` that also hands back the decoded image, for callers that need its
-    pixels next (the prediction service's quality gate) and should not decode it twice."""
     if not data:
         return Rejection(Reason.EMPTY, "file is empty (0 bytes)")
     if len(data) > settings.max_file_bytes:
@@ -87,11 +78,10 @@ def open_image(
         return Rejection(Reason.TOO_SMALL, f"{width}x{height} is smaller than {settings.min_side} px")
     if image.mode not in _CONVERTIBLE[modality]:
         return Rejection(Reason.UNSUPPORTED_MODE, f"mode {image.mode} cannot be used as {modality} input")
-    facts = ImageFacts(
+    return ImageFacts(
         sha256=hashlib.sha256(data).hexdigest(),
         format=_EXT[fmt],
         width=width,
         height=height,
         mode=image.mode,
     )
-    return facts, image

@@ -160,21 +160,14 @@ def create_app(
         for modality, upload in ((Modality.FUNDUS, fundus), (Modality.OCT, oct)):
             if upload is None:
                 continue
+            too_large = ServiceError(
+                413, "too_large", f"{modality.value} exceeds {serve.max_upload_bytes} bytes", modality.value
+            )
             if upload.size is not None and upload.size > serve.max_upload_bytes:
-                raise ServiceError(
-                    413,
-                    "too_large",
-                    f"{modality.value} exceeds {serve.max_upload_bytes} bytes",
-                    modality.value,
-                )
-            uploads[modality] = await upload.read(serve.max_upload_bytes + 1)
+                raise too_large
+            uploads[modality] = await upload.read(serve.max_upload_bytes + 1)  # bounded, whatever size said
             if len(uploads[modality]) > serve.max_upload_bytes:
-                raise ServiceError(
-                    413,
-                    "too_large",
-                    f"{modality.value} exceeds {serve.max_upload_bytes} bytes",
-                    modality.value,
-                )
+                raise too_large
         return await run_in_threadpool(service.predict, uploads, gradcam=gradcam)
 
     @v1.get("/predictions/{prediction_id}/{name}", responses={404: {"model": Problem}})

@@ -2,8 +2,8 @@
 
 A model trained on in-focus, well-exposed photos still outputs confident probabilities for a
 black frame or a thumbnail; the service says "retake" instead of guessing. The checks are
-cheap (one decode, already validated against the pixel budget) and conservative: they catch
-unusable images, not mediocre ones.
+cheap (a reduced decode where the format allows, after the header passed the pixel budget)
+and conservative: they catch unusable images, not mediocre ones.
 """
 
 from __future__ import annotations
@@ -39,15 +39,17 @@ QUALITY_TEXT = {
 
 
 def quality_flags(image: Image.Image, modality: Modality, *, min_side: int) -> list[QualityFlag]:
-    """The reasons (possibly none) to withhold a prediction, from the image validation decoded.
+    """The reasons (possibly none) to withhold a prediction.
 
-    Taking the decoded image (not bytes) keeps the service at one decode per upload beside
-    the predictor's own: a full-size PNG takes a fifth of a second to decode on these CPUs.
+    ``image`` is as ``Image.open`` leaves it: header read, pixels not decoded yet, so a JPEG
+    is decoded here at 1/2 to 1/8 scale (DCT scaling). Exposure and field presence need the
+    shape, not the detail; the predictor decodes the full image anyway.
     """
     flags: list[QualityFlag] = []
     if min(image.size) < min_side:  # orientation (EXIF) cannot change the shorter side
         flags.append(QualityFlag.TOO_SMALL)
     target = "RGB" if modality is Modality.FUNDUS else "L"
+    image.draft(target, (CHECK_SIDE, CHECK_SIDE))  # JPEG only; other formats ignore it
     small = image if image.mode == target else image.convert(target)
     factor = max(1, max(small.size) // CHECK_SIDE)
     if factor > 1:

@@ -9,18 +9,22 @@ an image that fails the gate is *withheld*, and the other modality still answers
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
 import threading
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from PIL import Image
+
 from retina_core.config import Settings
 from retina_core.data.rejections import Reason, Rejection
-from retina_core.data.validation import ImageFacts, open_image
+from retina_core.data.validation import sniff_format, validate_image
 from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.predict import InvalidImage, ModalityPrediction, PredictResult
 from retina_core.serving.cards import ServedModel, scale_binary, scale_probabilities
@@ -44,7 +48,7 @@ SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W
 """Where the predictor writes its overlays for the moment it takes to read them back: memory
 (tmpfs) where the system has it, so an overlay of a patient's image never touches a disk."""
 CHECK_THREADS = 4
-"""Upload checks run beside inference; PIL releases the GIL while it decodes."""
+"""The quality gate runs beside inference; PIL releases the GIL while it decodes."""
 REFERRAL_KIND = {Modality.FUNDUS: "referable DR", Modality.OCT: "urgent OCT referral"}
 
 
@@ -69,17 +73,29 @@ class PredictionService:
         """Grad-CAM hooks the shared model; one inference at a time keeps answers from mixing."""
         self._checks = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="retina-check")
 
-    def check(self, modality: Modality, data: bytes) -> tuple[ImageFacts, list[QualityFlag]]:
-        """The ingestion's checks, then the quality gate on the same decode.
+    def refusal(self, modality: Modality, data: bytes) -> ServiceError | None:
+        """The ingestion's verdict on an upload: 413 (too large) or 415 with its reason code, or None."""
+        checked = validate_image(data, modality, self.settings.ingest)
+        if not isinstance(checked, Rejection):
+            return None
+        status = 413 if checked.reason is Reason.TOO_LARGE else 415
+        return ServiceError(status, checked.reason.value, checked.detail, modality.value)
 
-        A rejection becomes 413 (too large) or 415 with the ingestion's reason code.
-        """
-        checked = open_image(data, modality, self.settings.ingest)
-        if isinstance(checked, Rejection):
-            status = 413 if checked.reason is Reason.TOO_LARGE else 415
-            raise ServiceError(status, checked.reason.value, checked.detail, modality.value)
-        facts, image = checked
-        return facts, quality_flags(image, modality, min_side=self.settings.serve.min_side)
+    def quality(self, modality: Modality, data: bytes) -> list[QualityFlag]:
+        """The quality gate's flags; none when the image cannot even be judged (then validation,
+        which the predictor runs on every input, refuses it with the reason)."""
+        fmt = sniff_format(data)
+        if fmt is None:
+            return []
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data), formats=[fmt])
+                if image.width * image.height > self.settings.ingest.max_pixels:
+                    return []  # never decoded: validation refuses it as too_many_pixels
+                return quality_flags(image, modality, min_side=self.settings.serve.min_side)
+        except Exception:  # hostile or broken bytes: validation names the reason
+            return []
 
     def predict(self, uploads: dict[Modality, bytes], *, gradcam: bool = True) -> PredictAnswer:
         started = time.perf_counter()
@@ -93,18 +109,20 @@ class PredictionService:
                 raise ServiceError(
                     503, "no_model", f"no {modality.value} model is registered", modality.value
                 )
-        # The checks decode each upload once, and the predictor decodes it again: running them
-        # beside a speculative prediction hides their cost. A rejected or withheld image throws
-        # the speculation away; nothing unchecked reaches a model, because the predictor runs
-        # the same validation (pixel budget before decoding included) on its input.
-        pending = {m: self._checks.submit(self.check, m, data) for m, data in uploads.items()}
+        # The quality gate runs beside a speculative prediction on everything uploaded, and the
+        # predictor validates its inputs itself (pixel budget before decoding included): in the
+        # usual case, an eye with two good images, the gate costs no time. An invalid upload
+        # makes the speculation fail; only then does the service validate again, for the reason
+        # code. A withheld image throws the speculation away: it never reaches an answer.
+        pending = {m: self._checks.submit(self.quality, m, data) for m, data in uploads.items()}
         try:
             speculative: tuple[PredictResult, dict[str, bytes]] | None = self._run(state, uploads, gradcam)
-        except Exception:  # whatever it was, the checks below name it, or the rerun raises it again
+        except Exception:  # the refusal below names it, or the rerun raises it again
             speculative = None
-        checked = {m: future.result() for m, future in pending.items()}  # a refusal raises here
-        facts = {m: c[0] for m, c in checked.items()}
-        flags = {m: c[1] for m, c in checked.items()}
+            for modality, data in uploads.items():
+                if (refused := self.refusal(modality, data)) is not None:
+                    raise refused from None
+        flags = {m: future.result() for m, future in pending.items()}
         usable = {m: d for m, d in uploads.items() if not flags[m]}
         prediction_id = uuid.uuid4().hex
         if not usable:
@@ -116,11 +134,11 @@ class PredictionService:
         answer = self._answer(prediction_id, state, uploads, flags, result, overlays, started)
         self.overlays.put(prediction_id, overlays)
         if self.settings.serve.keep_uploads:
-            self._keep(prediction_id, uploads, facts, overlays)
+            self._keep(prediction_id, uploads, overlays)
         log.info(
             "prediction %s: %s; %s in %.3f s",
             prediction_id,
-            ", ".join(f"{m.value} {f.format} {f.width}x{f.height}" for m, f in facts.items()),
+            ", ".join(f"{m.value} {sniff_format(d)} {len(d)} bytes" for m, d in uploads.items()),
             answer.referral.decision,
             answer.seconds,
         )
@@ -215,17 +233,10 @@ class PredictionService:
             seconds=time.perf_counter() - started,
         )
 
-    def _keep(
-        self,
-        prediction_id: str,
-        uploads: dict[Modality, bytes],
-        facts: dict[Modality, ImageFacts],
-        overlays: dict[str, bytes],
-    ) -> None:
+    def _keep(self, prediction_id: str, uploads: dict[Modality, bytes], overlays: dict[str, bytes]) -> None:
         for modality, data in uploads.items():
-            self.store.put_bytes(
-                overlay_key(prediction_id, f"{modality.value}.{facts[modality].format}"), data
-            )
+            ext = str(sniff_format(data)).lower()  # png, jpeg, tiff, bmp: the curated store's names
+            self.store.put_bytes(overlay_key(prediction_id, f"{modality.value}.{ext}"), data)
         for name, png in overlays.items():
             self.store.put_bytes(overlay_key(prediction_id, name), png)
 
