@@ -156,6 +156,10 @@ def test_unusable_images_are_withheld_not_guessed(client: TestClient, serve_worl
         (b"%PDF-1.4 definitely not a fundus photo", "not_an_image"),
         (b"", "empty"),
         (PNG_MAGIC + b"\x00\x00\x00\rIHDR truncated", "corrupt"),
+        (
+            _png(np.full((10, 10), 128, np.uint8)),
+            "too_small",
+        ),  # below the ingestion's 16 px, not just withheld
     ],
 )
 def test_non_images_get_415_with_the_ingestion_reason_code(
