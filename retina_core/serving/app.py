@@ -8,6 +8,7 @@ process is up, ``/readyz`` that the models are loaded (or why not), ``/`` is the
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import secrets
@@ -19,7 +20,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
@@ -49,6 +51,15 @@ STATIC = Path(__file__).parent / "static"
 PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
 MULTIPART_OVERHEAD = 1024 * 1024
 """Room for the multipart framing and form fields beside two images at the per-file limit."""
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI's own files as swagger-ui-py ships them (found without importing its package)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 def _number(value: float | None) -> float | None:
@@ -129,6 +140,8 @@ def create_app(
         title="retina-fusion prediction service",
         summary="DR grade, OCT class and fused disease probability for one eye. Research use only.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service, app.state.settings = service, settings
 
@@ -213,6 +226,24 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    swagger = _swagger_assets()
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI from files the app serves itself when swagger-ui-py is installed (offline), else a CDN."""
+        local = {
+            "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+            "swagger_css_url": "/docs-assets/swagger-ui.css",
+            "swagger_favicon_url": "/docs-assets/favicon-32x32.png",
+        }
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: API",
+            **(local if swagger is not None else {}),
+        )
+
+    if swagger is not None:
+        app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if serve.cors_origins:
         app.add_middleware(

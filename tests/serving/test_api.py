@@ -281,7 +281,10 @@ def test_health_ready_docs_and_page(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["ready"] is True and set(ready["models"]) == {"fundus_cnn", "oct_cnn", "fusion_head"}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "https://" not in docs.text  # Swagger UI from the app itself: /docs works offline
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
     page = client.get("/")
     assert page.status_code == 200 and "Research use only" in page.text

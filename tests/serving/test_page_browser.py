@@ -104,6 +104,8 @@ def test_page_shows_both_overlays_the_advice_and_the_versions(
     assert (
         page.evaluate("document.documentElement.scrollWidth") <= 1024
     )  # readable at 1024 px: no sideways scroll
+    page.goto(live_url + "/docs")  # the OpenAPI page renders from the app's own files too
+    page.get_by_text("/v1/predict", exact=True).first.wait_for(timeout=30_000)
     assert outside == []  # works offline: nothing fetched from anywhere else
 
     page.close()
