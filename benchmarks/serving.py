@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.fixtures import BenchContext
 from benchmarks.harness import BenchmarkResult, Budget, Side, Target, interleave, not_run
 from benchmarks.inference import inputs, percentile, trained_home
-from retina_core import api
+from retina_core import verbs
 
 NAME = "serving"
 TARGET = Target("cost", 1.2)
@@ -65,7 +65,7 @@ def run(ctx: BenchContext) -> BenchmarkResult:
         return not_run(NAME, f"{exc.name} missing")
     started = time.perf_counter()
     settings = trained_home(ctx, fusion=not ctx.quick)
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
     predictor = Predictor(settings, engine, store)
     pairs = inputs(ctx, ctx.pick(8, 4))
     app = create_app(settings, engine, store)

@@ -121,7 +121,7 @@ def create_app(
     factory: PredictorFactory = Predictor,
 ) -> FastAPI:
     """The app for one settings object; the catalog and store default to the settings' own."""
-    from retina_core.api import catalog_engine, curated_store
+    from retina_core.verbs import catalog_engine, curated_store
 
     engine = engine if engine is not None else catalog_engine(settings)
     store = store if store is not None else curated_store(settings)

@@ -101,7 +101,7 @@ def _split_counts(counts: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _fusion(metrics: dict[str, Any], version: ModelVersion) -> tuple[ModelCard, dict[str, OperatingPoint]]:
-    from retina_core.fusion.report import FusionEvaluation
+    from retina_core.results import FusionEvaluation
 
     ev = FusionEvaluation.model_validate(metrics)
     result: BinaryResult = ev.row("fusion").result

@@ -17,9 +17,9 @@ from PIL import Image
 
 from retina_core.catalog.registry import champion
 from retina_core.evaluation import EvaluationResult
-from retina_core.fusion.report import FusionEvaluation
 from retina_core.models.persist import read_json
 from retina_core.predict import Predictor
+from retina_core.results import FusionEvaluation
 from retina_core.serving import create_app
 from tests.fusion.world import World
 from tests.serving.conftest import eyes, serve_settings
@@ -293,11 +293,11 @@ def test_health_ready_docs_and_page(client: TestClient) -> None:
 
 
 def test_readyz_fails_with_the_reason(tmp_path, serve_world: World) -> None:
-    from retina_core import api
+    from retina_core import verbs
     from retina_core.config import Settings
 
     empty = Settings.model_validate({"home": tmp_path / "empty"})
-    with TestClient(create_app(empty, api.catalog_engine(empty), api.curated_store(empty))) as client:
+    with TestClient(create_app(empty, verbs.catalog_engine(empty), verbs.curated_store(empty))) as client:
         refused = client.get("/readyz")
         assert refused.status_code == 503 and "no model is registered" in refused.json()["message"]
         assert (
