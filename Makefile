@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-quick test lint format bench serve clean
+.PHONY: install demo demo-quick test lint format bench serve serve-stack serve-api clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,8 +37,19 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick,)
 
+# The Prefect stack (server, worker, deployments) and the prediction service side by side;
+# Ctrl-C stops both. Each runs alone as `make serve-stack` or `make serve-api`.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8000
+
 serve: $(STAMP)
+	$(MAKE) --no-print-directory -j2 serve-stack serve-api
+
+serve-stack: $(STAMP)
 	$(BIN)/python -m deployments.stack
+
+serve-api: $(STAMP)
+	$(BIN)/retina serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 clean:
 	rm -rf .retina .pytest_cache .ruff_cache

@@ -47,6 +47,7 @@ BENCHMARKS = (
     "ingestion",
     "large_manifest",
     "inference",
+    "serving",
     "training_throughput",
     "drift_check",
 )

@@ -429,6 +429,20 @@ def predict(
     _emit(data, as_json, "\n".join(lines))
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    config: ConfigOption = None,
+) -> None:
+    """HTTP API (/v1/predict, /v1/models, /healthz, /readyz, /docs) and the page at /. Research use only."""
+    import uvicorn
+
+    from retina_core.serving import create_app
+
+    uvicorn.run(create_app(_settings(config)), host=host, port=port, log_level="info")
+
+
 @models_app.command("list")
 def models_list(
     name: Annotated[

@@ -12,7 +12,7 @@ import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -218,6 +218,34 @@ class DriftSettings(_Section):
     seed: int = 0
 
 
+class ServeSettings(_Section):
+    """``retina serve``: the prediction service and its page."""
+
+    token: SecretStr | None = Field(
+        None, description="Bearer token every /v1 call must carry; None leaves /v1 open (a trusted network)."
+    )
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Larger uploads get 413 before they are read in full."
+    )
+    keep_uploads: bool = Field(
+        False,
+        description="Keep uploaded images under serve/uploads/{prediction id}/ in the store. Off: nothing "
+        "of an image outlives its request except the Grad-CAM overlays in a bounded in-memory cache.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser; none by default."
+    )
+    min_side: int = Field(
+        224,
+        ge=16,
+        description="Images whose shorter side is below this are flagged too small and not graded: "
+        "upscaling invents detail (APTOS photos are 640 px and up, Kermany scans 384 px and up).",
+    )
+    overlay_cache: int = Field(
+        256, ge=1, description="Predictions whose Grad-CAM overlays stay in memory (least recent dropped)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs. ``RETINA_*`` variables, then an optional YAML/TOML file."""
 
@@ -239,6 +267,7 @@ class Settings(BaseSettings):
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")
     def _derive_locations(self) -> Settings:

@@ -371,3 +371,24 @@ def rollback(engine: Engine, name: str, *, actor: str, reason: str) -> int:
             {"from": current.version if current else None},
         )
         return target
+
+
+def preferred_versions(engine: Engine, names: tuple[str, ...]) -> dict[str, int | None]:
+    """Per name, the champion's version, else the newest: what a predictor loads.
+
+    One small query, cheap enough to run on every request of the prediction service so it
+    notices a promotion without a restart.
+    """
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(ModelVersionRow.name, ModelVersionRow.status, func.max(ModelVersionRow.version))
+            .where(ModelVersionRow.name.in_(names))
+            .group_by(ModelVersionRow.name, ModelVersionRow.status)
+        ).all()
+    found: dict[str, int | None] = dict.fromkeys(names)
+    newest: dict[str, int] = {}
+    for name, status, version in rows:
+        if status == CHAMPION:
+            found[name] = int(version)
+        newest[name] = max(newest.get(name, 0), int(version))
+    return {name: found[name] if found[name] is not None else newest.get(name) for name in names}

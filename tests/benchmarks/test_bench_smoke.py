@@ -139,6 +139,7 @@ def test_every_registered_benchmark_is_selectable() -> None:
         "ingestion",
         "large_manifest",
         "inference",
+        "serving",
         "training_throughput",
         "drift_check",
     ]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-REQUIRED_SERVICES = {"postgres", "prefect-server", "minio", "minio-init", "worker-cpu", "worker-gpu"}
+REQUIRED_SERVICES = {"postgres", "prefect-server", "minio", "minio-init", "worker-cpu", "worker-gpu", "serve"}
 WORKERS = ("worker-cpu", "worker-gpu")
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 
@@ -98,6 +98,19 @@ def test_credentials_are_variables_with_placeholder_defaults(
     assert set(INTERPOLATION.findall(text)) <= documented
 
 
+def test_serve_reads_the_same_catalog_and_store_as_the_workers(compose: dict[str, Any]) -> None:
+    serve = compose["services"]["serve"]
+    assert serve["command"] == ["retina", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert serve["build"]["dockerfile"] == "infra/Dockerfile"
+    worker_env = compose["services"]["worker-cpu"]["environment"]
+    for key in ("RETINA_DATABASE_URL", "RETINA_STORAGE_URL", "RETINA_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
+        assert serve["environment"][key] == worker_env[key]
+    assert serve["environment"]["RETINA_SERVE__TOKEN"].startswith("${RETINA_SERVE_TOKEN")
+    assert serve["ports"] == ["127.0.0.1:8000:8000"]  # loopback only, like the other services
+    assert "/healthz" in " ".join(serve["healthcheck"]["test"])
+    assert serve["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+
+
 def test_docker_compose_accepts_the_file(repo_root: Path) -> None:
     if shutil.which("docker") is None:
         pytest.skip("no docker client on this machine")
@@ -120,7 +133,7 @@ def test_image_installs_the_project_and_knows_where_it_is(repo_root: Path) -> No
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.MULTILINE)
     assert "pip install" in dockerfile
     assert "RETINA_PROJECT_DIR=/app" in dockerfile
-    for package in ("retina_core", "tasks", "flows", "deployments"):
+    for package in ("retina_core", "retina_cli", "tasks", "flows", "deployments"):
         assert f"COPY {package} " in dockerfile
 
 
@@ -154,7 +167,7 @@ def test_everything_lives_in_the_namespace_the_gpu_jobs_use(
 
 def test_worker_runs_a_kubernetes_worker_for_retina_gpu_with_its_service_account(repo_root: Path) -> None:
     documents = manifests(repo_root)
-    (deployment,) = by_kind(documents, "Deployment")
+    (deployment,) = [d for d in by_kind(documents, "Deployment") if d["metadata"]["name"] == "prefect-worker"]
     pod = deployment["spec"]["template"]["spec"]
     (worker,) = pod["containers"]
     assert worker["image"].startswith("prefecthq/prefect:3")
@@ -167,6 +180,30 @@ def test_worker_runs_a_kubernetes_worker_for_retina_gpu_with_its_service_account
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     job_rules = [r for r in role["rules"] if "jobs" in r["resources"] and "batch" in r["apiGroups"]]
     assert job_rules and {"create", "watch", "delete"} <= set(job_rules[0]["verbs"])
+
+
+def test_serve_deployment_and_service_read_the_catalog_and_store_the_jobs_use(repo_root: Path) -> None:
+    documents = manifests(repo_root)
+    (deployment,) = [d for d in by_kind(documents, "Deployment") if d["metadata"]["name"] == "retina-serve"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["retina", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    template = json.loads(
+        (repo_root / "deployments" / "work-pools" / "retina-gpu.kubernetes.json").read_text()
+    )
+    properties = template["variables"]["properties"]
+    sources = {next(iter(s.values()))["name"] for s in container["envFrom"]}
+    assert sources == {properties["secret_name"]["default"], properties["config_map_name"]["default"]}
+    token = next(e for e in container["env"] if e["name"] == "RETINA_SERVE__TOKEN")
+    assert "secretKeyRef" in token["valueFrom"]  # never a literal in the manifest
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    (service,) = [s for s in by_kind(documents, "Service") if s["metadata"]["name"] == "retina-serve"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    if deployment["spec"]["replicas"] > 1:  # overlays are in one pod's memory: a client must stay on it
+        assert service["spec"]["sessionAffinity"] == "ClientIP"
+    port_names = {p["name"] for p in container["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
 
 
 def test_secret_template_holds_placeholders_named_as_the_job_template_expects(repo_root: Path) -> None:
