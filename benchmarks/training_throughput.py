@@ -17,7 +17,7 @@ from benchmarks.harness import BenchmarkResult, Budget, Samples, Side, measure
 from benchmarks.train_step import random_batch, step_runner
 from retina_core.domain import Modality, num_classes
 from retina_core.models import create_model
-from retina_core.models.registry import model_for_modality
+from retina_core.models.architectures import model_for_modality
 from retina_core.training.device import select_device
 
 NAME = "training throughput"

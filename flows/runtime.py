@@ -1,6 +1,6 @@
 """Prefect runtime defaults for this project's entry points (CLI, demo, tests).
 
-Measured on the target machines (see PREFECT_NOTES): the ephemeral API's first start
+Measured with Prefect 3.9 on a 2-core machine: the ephemeral API's first start
 migrates a fresh database for ~20 s, past Prefect's 20 s default timeout; the flow
 heartbeat costs ~1 s per flow; analytics fail noisily offline; the client's own telemetry
 (separate from the server's analytics) prints a banner on the first interactive run, which

@@ -47,7 +47,8 @@ class ImageRow(Base):
 
 
 class PairRow(Base):
-    """A same-eye fundus/OCT pair from a pairs manifest (real pairs, DESIGN §2)."""
+    """A same-eye fundus/OCT pair from a pairs manifest (real pairs, as opposed to the virtual
+    pairs drawn from two single-modality sets)."""
 
     __tablename__ = "pairs"
     __table_args__ = (UniqueConstraint("fundus_sha256", "oct_sha256", name="uq_pair_images"),)

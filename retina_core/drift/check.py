@@ -41,8 +41,8 @@ from retina_core.evaluation.bootstrap import Estimate
 from retina_core.evaluation.task_spec import TaskSpec
 from retina_core.evaluation.thresholds import apply_thresholds
 from retina_core.fusion.embed import EmbedPlan, Encoder, embed_chunk, embedding_cache, open_encoder
+from retina_core.models.architectures import model_for_modality
 from retina_core.models.persist import read_json
-from retina_core.models.registry import model_for_modality
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)

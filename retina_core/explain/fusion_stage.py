@@ -24,8 +24,8 @@ from retina_core.explain.overlay import overlay, save_png, side_by_side
 from retina_core.explain.stage import TestPredictions, gallery_picks, to_tensor
 from retina_core.fusion.embed import Encoder, catalogued_images, embedding_cache, open_encoder
 from retina_core.fusion.train import MODEL_NAME, build_pairs
+from retina_core.models.architectures import model_for_modality
 from retina_core.models.fusion import load_head
-from retina_core.models.registry import model_for_modality
 from retina_core.progress import reports_stage
 from retina_core.reporting.data import ExplainSection, GalleryItem
 from retina_core.storage import ObjectStore

@@ -29,9 +29,9 @@ from retina_core.config import Settings
 from retina_core.data.image_cache import PreprocessedCache
 from retina_core.domain import Modality
 from retina_core.fusion.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
+from retina_core.models.architectures import build_from_spec, model_for_modality
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import read_json, read_weights, trained_ben_graham
-from retina_core.models.registry import build_from_spec, model_for_modality
 from retina_core.models.spec import ModelSpec
 from retina_core.results import EmbedPlan, EmbedReport, EmbedStats
 from retina_core.storage import ObjectStore

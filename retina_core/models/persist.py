@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from retina_core.models.architectures import build_from_spec
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.registry import build_from_spec
 from retina_core.models.spec import ModelSpec
 from retina_core.models.weights import bytes_to_state_dict, state_dict_to_bytes
 from retina_core.storage import ObjectStore

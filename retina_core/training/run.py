@@ -27,8 +27,8 @@ from retina_core.evaluation.thresholds import (
     regression_scores_to_probs,
 )
 from retina_core.models import RetinaClassifier, create_model
+from retina_core.models.architectures import model_for_modality
 from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
-from retina_core.models.registry import model_for_modality
 from retina_core.models.spec import ModelSpec
 from retina_core.progress import reports_stage
 from retina_core.results import TrainReport

@@ -1,4 +1,4 @@
-"""The ``retina`` command's contract (DESIGN §5): JSON shape on stdout, exit codes."""
+"""The ``retina`` command's contract, which users script against: JSON shape on stdout, exit codes."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def drift_world(tmp_path_factory: pytest.TempPathFactory) -> DriftWorld:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
-    """Prefect's ephemeral API with the per-flow heartbeat off (PREFECT_NOTES)."""
+    """Prefect's ephemeral API with the per-flow heartbeat off (it costs ~1 s per flow)."""
     from flows.runtime import fast_flows
 
     with fast_flows():

@@ -13,7 +13,7 @@ from retina_core.drift import DriftReport
 from retina_core.drift.check import champion_predictions, check_drift, ensure_embeddings, latest_drift_report
 from retina_core.drift.sample import Images, split_reference
 from retina_core.fusion.embed import catalogued_images, open_encoder
-from retina_core.models.registry import model_for_modality
+from retina_core.models.architectures import model_for_modality
 from tests.drift.world import DriftWorld
 
 

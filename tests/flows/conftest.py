@@ -9,7 +9,7 @@ import tests.support.prefect  # noqa: F401  (sets the Prefect environment first)
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
-    """Prefect's ephemeral API with the per-flow heartbeat off (PREFECT_NOTES)."""
+    """Prefect's ephemeral API with the per-flow heartbeat off (it costs ~1 s per flow)."""
     from flows.runtime import fast_flows
 
     with fast_flows():

@@ -21,8 +21,8 @@ from retina_core.config import Settings
 from retina_core.data.synthetic import SynthSpec, SynthSummary, write_synthetic
 from retina_core.domain import Modality, Source
 from retina_core.models import create_model
+from retina_core.models.architectures import model_for_modality
 from retina_core.models.persist import model_files
-from retina_core.models.registry import model_for_modality
 from retina_core.storage import ObjectStore
 from retina_core.training.run import train_modality
 

@@ -10,8 +10,8 @@ import torch
 
 from retina_core.domain import Modality
 from retina_core.models import create_model
+from retina_core.models.architectures import model_for_modality
 from retina_core.models.persist import WEIGHTS_FILE, DamagedWeights, load_classifier, model_files
-from retina_core.models.registry import model_for_modality
 from retina_core.storage import LocalObjectStore
 
 

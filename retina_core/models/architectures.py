@@ -1,4 +1,4 @@
-"""Model registry in timm's style: named entrypoints, one builder, a factory that drops ``None``.
+"""The architecture registry in timm's style: named entrypoints, one builder, a factory that drops ``None``.
 
 Each entrypoint states only what differs between the modalities (channels, labels,
 normalisation, default architecture) and calls :func:`_build`, which derives the rest of

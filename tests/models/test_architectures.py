@@ -1,4 +1,4 @@
-"""The registry builds both modality CNNs with specs that match the networks they describe."""
+"""The architecture registry builds both modality CNNs with specs that match the networks they describe."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from retina_core.domain import Modality, class_names
 from retina_core.models import ModelSpec, RetinaClassifier, build_from_spec, create_model, list_models
-from retina_core.models.registry import model_for_modality
+from retina_core.models.architectures import model_for_modality
 from retina_core.models.weights import save_weights
 
 SIZE = 32
