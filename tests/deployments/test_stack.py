@@ -11,11 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,6 +25,7 @@ from deployments.stack import (
     StackConfig,
     StackError,
     descendants,
+    free_port,
     landing_folders,
     parse_args,
     pid_alive,
@@ -38,49 +36,6 @@ from deployments.stack import (
 )
 
 INGEST = ("ingest-aptos", "ingest-kermany")
-
-
-# --- the REST helper against a real HTTP server --------------------------------------------------
-
-
-@pytest.fixture
-def flaky_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalStack, list[str]]]:
-    """A loopback server whose paths script their answers: /busy answers 503 twice, then 200."""
-    monkeypatch.setattr("deployments.stack.RETRY_DELAYS_S", (0.01, 0.01, 0.01))
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(self.path)
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            codes = {"/api/busy": 503 if seen.count("/api/busy") <= 2 else 200, "/api/broken": 500}
-            code = codes.get(self.path, 404)
-            self.send_response(code)
-            self.end_headers()
-            self.wfile.write(b'{"id": "run-1"}' if code == 200 else b"{}")
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    stack = LocalStack()
-    stack.api_url = f"http://127.0.0.1:{server.server_address[1]}/api"
-    try:
-        yield stack, seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_request_retries_transient_answers_only(flaky_api: tuple[LocalStack, list[str]]) -> None:
-    stack, seen = flaky_api
-    assert stack.request("POST", "/busy", {"x": 1}) == {"id": "run-1"}
-    assert seen.count("/api/busy") == 3  # two 503s, then the answer
-    with pytest.raises(urllib.error.HTTPError) as failure:
-        stack.request("POST", "/broken", {})
-    assert failure.value.code == 500 and seen.count("/api/broken") == 1  # a real error is not retried
-    assert stack.request("POST", "/missing", {}) is None
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -154,6 +109,16 @@ def test_command_line_flags_map_onto_the_config(tmp_path: Path) -> None:
     assert config.deploy_pools == (LOCAL_POOL,) and not config.gpu_pool
 
 
+def test_the_client_answers_for_this_stack_only() -> None:
+    """Bound to the stack's own URL: nothing listens there, so it must not find some other API
+    (the ephemeral one ``get_client()`` starts where PREFECT_API_URL is unset)."""
+    stack = LocalStack()
+    stack.api_url = f"http://127.0.0.1:{free_port()}/api"
+    with stack.client() as client:
+        assert str(client.api_url).rstrip("/") == stack.api_url
+    assert not stack.healthy()
+
+
 # --- the real stack -----------------------------------------------------------------------------
 
 
@@ -192,13 +157,13 @@ def wait_until_gone(pids: list[int], timeout_s: float) -> list[int]:
 @pytest.mark.slow
 def test_local_stack_serves_deploys_polls_and_stops_completely(stack: LocalStack) -> None:
     assert stack.healthy()
-    assert stack.request("GET", "/health") is True
     pool = stack.work_pool(LOCAL_POOL)
-    assert pool is not None and pool["type"] == "process"
-    assert "working_dir" in pool["base_job_template"]["variables"]["properties"]
-    deployments = stack.request("POST", "/deployments/filter", {})
-    assert {d["name"] for d in deployments} == set(INGEST)
-    assert all(d["work_pool_name"] == LOCAL_POOL for d in deployments)
+    assert pool is not None and pool.type == "process"
+    assert "working_dir" in pool.base_job_template["variables"]["properties"]
+    with stack.client() as client:
+        deployments = client.read_deployments()
+    assert {d.name for d in deployments} == set(INGEST)
+    assert all(d.work_pool_name == LOCAL_POOL for d in deployments)
     stack.wait_for(lambda: bool(stack.workers(LOCAL_POOL)), "the worker to register", timeout_s=90)
 
     processes = dict(stack.processes)

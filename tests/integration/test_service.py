@@ -32,8 +32,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
+from uuid import UUID
 
 import pytest
+from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.states import Scheduled
 
 from retina_core import verbs
 from retina_core.catalog.registry import list_versions
@@ -77,34 +80,30 @@ def drop_aptos(landing: Path, scratch: Path, count: int, seed: int) -> int:
 
 
 def deployment_id(service: Service, flow: str, name: str) -> str:
-    deployment = service.stack.request("GET", f"/deployments/name/{flow}/{name}")
-    assert deployment is not None, f"deployment {flow}/{name} was not deployed"
-    return str(deployment["id"])
+    with service.stack.client() as client:
+        return str(client.read_deployment_by_name(f"{flow}/{name}").id)
 
 
 def schedule_run(service: Service, deployment: str, parameters: dict[str, Any]) -> str:
     """A Scheduled run due in one second: what the scheduler service would have created."""
     due = datetime.now(UTC) + timedelta(seconds=1)
-    run = service.stack.request(
-        "POST",
-        f"/deployments/{deployment}/create_flow_run",
-        {
-            "parameters": parameters,
-            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}},
-        },
-    )
-    return str(run["id"])
+    with service.stack.client() as client:
+        run = client.create_flow_run_from_deployment(
+            UUID(deployment), parameters=parameters, state=Scheduled(scheduled_time=due)
+        )
+    return str(run.id)
 
 
 def flow_run(service: Service, run_id: str) -> dict[str, Any]:
-    return service.stack.request("GET", f"/flow_runs/{run_id}")
+    with service.stack.client() as client:
+        return client.read_flow_run(UUID(run_id)).model_dump(mode="json")
 
 
 def runs_of(service: Service, deployment: str) -> list[dict[str, Any]]:
-    runs = service.stack.request(
-        "POST", "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment]}}}
-    )
-    return sorted(runs or [], key=lambda r: r["created"])
+    only = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[UUID(deployment)]))
+    with service.stack.client() as client:
+        runs = [r.model_dump(mode="json") for r in client.read_flow_runs(flow_run_filter=only)]
+    return sorted(runs, key=lambda r: r["created"])
 
 
 def at(run: dict[str, Any], name: str) -> datetime:
@@ -112,7 +111,8 @@ def at(run: dict[str, Any], name: str) -> datetime:
 
 
 def state_names(service: Service, run_id: str) -> list[str]:
-    return [s["name"] for s in service.stack.request("GET", f"/flow_run_states/?flow_run_id={run_id}") or []]
+    with service.stack.client() as client:
+        return [s.name for s in client.read_flow_run_states(UUID(run_id))]
 
 
 @dataclass
@@ -177,13 +177,16 @@ def new_retrain(watch: RetrainWatch, known: int) -> Callable[[], dict[str, Any] 
 
 
 def artifacts(service: Service, **where: Any) -> list[dict[str, Any]]:
-    return service.stack.request("POST", "/artifacts/filter", {"artifacts": where}) or []
+    with service.stack.client() as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter.model_validate(where))
+    return [a.model_dump(mode="json") for a in found]
 
 
 def check_ui_path(service: Service, retrain: str, run_id: str) -> None:
     """What README's "From the Prefect UI" promises of the retrain-pipeline deployment."""
     # The Custom run form: the flow's parameter model, every field described.
-    schema = service.stack.request("GET", f"/deployments/{retrain}")["parameter_openapi_schema"]
+    with service.stack.client() as client:
+        schema = client.read_deployment(UUID(retrain)).parameter_openapi_schema
     form = schema["definitions"]["PipelineParams"]["properties"]
     assert {"sources", "quick", "min_new_images", "run_id"} <= set(form)
     assert all(field.get("description") for field in form.values()), form
