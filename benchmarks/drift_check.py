@@ -72,8 +72,8 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     from retina_core.fusion.embed import compute_embeddings, embedding_cache, open_encoder
     from retina_core.models import create_model
     from retina_core.models.architectures import model_for_modality
+    from retina_core.models.device import select_device
     from retina_core.models.persist import model_files
-    from retina_core.training.device import select_device
 
     reference_n, new_n = ctx.pick((10_000, 1_000), (2_000, 200))
     started = time.perf_counter()

@@ -22,11 +22,12 @@ from benchmarks.train_step import step_runner
 from retina_core import verbs
 from retina_core.catalog.repository import image_records
 from retina_core.data.datasets import ArrayDataset
+from retina_core.data.image_cache import PreprocessedCache, ensure_preprocessed
 from retina_core.data.transforms import build_train_transform
 from retina_core.domain import Modality
 from retina_core.models import create_model
-from retina_core.training.data import cache_for, ensure_preprocessed
-from retina_core.training.device import loader_kwargs, select_device
+from retina_core.models.device import loader_kwargs, select_device
+from retina_core.training.data import preprocessing_for
 
 NAME = "input pipeline"
 TARGET = Target("speedup", 1.5)
@@ -37,8 +38,8 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     ms = settings.train.fundus
     store = verbs.curated_store(settings)
     records = image_records(verbs.catalog_engine(settings), Modality.FUNDUS, labeled_only=False)
-    cache = cache_for(store, Modality.FUNDUS, ms.image_size, ms.ben_graham)
-    ensure_preprocessed(cache, store, records)
+    cache = PreprocessedCache(store, preprocessing_for(Modality.FUNDUS, ms))
+    ensure_preprocessed(cache, records)
 
     n_images = ctx.pick(2, 1) * ms.batch_size
     chosen = list(itertools.islice(itertools.cycle(records), n_images))

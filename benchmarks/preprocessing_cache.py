@@ -23,13 +23,14 @@ from benchmarks.harness import BenchmarkResult, Budget, Side, Target, interleave
 from retina_core import verbs
 from retina_core.catalog.repository import image_records
 from retina_core.data.datasets import ArrayDataset, Transform
-from retina_core.data.preprocess import preprocess
+from retina_core.data.image_cache import ensure_preprocessed
+from retina_core.data.preprocess import Preprocessing, preprocess
 from retina_core.data.transforms import build_train_transform
 from retina_core.domain import Modality
 from retina_core.models import create_model
+from retina_core.models.device import loader_kwargs, select_device
+from retina_core.models.inference import cache_for
 from retina_core.storage import ObjectStore
-from retina_core.training.data import cache_for, ensure_preprocessed
-from retina_core.training.device import loader_kwargs, select_device
 
 NAME = "preprocessing cache"
 TARGET = Target("speedup", 10.0)
@@ -39,15 +40,20 @@ class OriginalsDataset(Dataset[tuple[torch.Tensor, int]]):
     """The input pipeline without a cache: each access decodes, crops and resizes the original."""
 
     def __init__(
-        self, store: ObjectStore, keys: list[str], labels: np.ndarray, size: int, transform: Transform
+        self,
+        store: ObjectStore,
+        keys: list[str],
+        labels: np.ndarray,
+        how: Preprocessing,
+        transform: Transform,
     ) -> None:
-        self.store, self.keys, self.labels, self.size, self.transform = store, keys, labels, size, transform
+        self.store, self.keys, self.labels, self.how, self.transform = store, keys, labels, how, transform
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        array = preprocess(self.store.get_bytes(self.keys[index]), Modality.FUNDUS, self.size)
+        array = preprocess(self.store.get_bytes(self.keys[index]), self.how)
         return self.transform(image=array)["image"], int(self.labels[index])
 
 
@@ -63,16 +69,21 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     store = verbs.curated_store(settings)
     records = image_records(verbs.catalog_engine(settings), Modality.FUNDUS, labeled_only=False)
     labels = np.array([max(r.label, 0) for r in records], dtype=np.int64)
-    spec = create_model("fundus_cnn", architecture=ms.architecture, image_size=ms.image_size).spec
+    spec = create_model(
+        "fundus_cnn", architecture=ms.architecture, image_size=ms.image_size, ben_graham=ms.ben_graham
+    ).spec
     transform = build_train_transform(spec)
     kwargs = loader_kwargs(select_device(settings.train.device), settings.train.num_workers)
 
-    cache = cache_for(store, Modality.FUNDUS, ms.image_size, ms.ben_graham)
+    cache = cache_for(store, spec)
     started = time.perf_counter()
-    stats = ensure_preprocessed(cache, store, records)
+    stats = ensure_preprocessed(cache, records)
     fill_seconds = time.perf_counter() - started
 
-    originals = OriginalsDataset(store, [r.object_key for r in records], labels, ms.image_size, transform)
+    keys = [r.object_key for r in records]
+    originals = OriginalsDataset(
+        store, keys, labels, Preprocessing.for_modality(Modality.FUNDUS, ms.image_size), transform
+    )
     shas = [r.sha256 for r in records]
 
     def from_cache(_: object) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from retina_core.training.device import autocast_dtype
+from retina_core.models.device import autocast_dtype
 
 
 @dataclass

@@ -3,7 +3,7 @@
 No baseline: these are reference figures. Each configuration gets one untimed warm-up
 step (first-step allocations) and then timed steps on a batch already in memory. On a
 CUDA machine AMP and channels_last variants are measured too; on CPU only fp32 is (CPU
-autocast is off in training, see ``training.device``).
+autocast is off in training, see ``models.device``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from benchmarks.train_step import random_batch, step_runner
 from retina_core.domain import Modality, num_classes
 from retina_core.models import create_model
 from retina_core.models.architectures import model_for_modality
-from retina_core.training.device import select_device
+from retina_core.models.device import select_device
 
 NAME = "training throughput"
 SIZES = (128, 224)

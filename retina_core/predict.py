@@ -31,7 +31,7 @@ from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.evaluation.calibration import softmax
 from retina_core.evaluation.thresholds import regression_scores_to_probs
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.persist import load_classifier, read_json, trained_ben_graham
+from retina_core.models.persist import load_classifier, read_json
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,6 @@ class _Loaded:
     version: ModelVersion
     model: RetinaClassifier
     thresholds: dict[str, Any]
-    ben_graham: bool
-    """The preprocessing the model was trained on (not today's settings)."""
 
 
 class Predictor:
@@ -121,8 +119,7 @@ class Predictor:
                 continue
             model = load_classifier(store, version.object_prefix, sha256=version.weights_sha256)
             extras = read_json(store, version.object_prefix, "metrics.json").get("extras", {})
-            ben_graham = trained_ben_graham(store, version.object_prefix)
-            self.models[modality] = _Loaded(version, model, extras, ben_graham)
+            self.models[modality] = _Loaded(version, model, extras)
         self.load_seconds = time.perf_counter() - started
 
     def _tensor(self, modality: Modality, data: bytes) -> tuple[torch.Tensor, np.ndarray]:
@@ -130,8 +127,7 @@ class Predictor:
         if isinstance(checked, Rejection):
             raise InvalidImage(str(checked))
         loaded = self.models[modality]
-        size = loaded.model.spec.input_size
-        image = preprocess(data, modality, size, ben_graham=loaded.ben_graham)
+        image = preprocess(data, loaded.model.spec.preprocessing)  # as trained, not as today's settings say
         return build_eval_transform(loaded.model.spec)(image=image)["image"][None], image
 
     def _probs(self, loaded: _Loaded, x: torch.Tensor) -> np.ndarray:

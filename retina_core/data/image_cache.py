@@ -1,4 +1,4 @@
-"""The preprocessed-image cache: each (image, size, preprocessing) decoded and resized once.
+"""The preprocessed-image cache: each (image, preprocessing) decoded and resized once.
 
 Entries are raw ``.npy`` bytes (a header and the pixels, so loading is a copy, not a
 decode) under ``cache/preprocessed/{modality}/{size}/{fingerprint}/{sha256}.npy``. The
@@ -24,8 +24,8 @@ from functools import cached_property
 
 import numpy as np
 
-from retina_core.data.preprocess import preprocess, preprocess_fingerprint
-from retina_core.domain import Modality
+from retina_core.data.preprocess import Preprocessing, preprocess
+from retina_core.data.records import ImageRecord
 from retina_core.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -48,22 +48,17 @@ class CacheStats:
 
 
 class PreprocessedCache:
-    """Preprocessed uint8 arrays for one (modality, size, preprocessing) in an object store."""
+    """Preprocessed uint8 arrays for one :class:`Preprocessing` in an object store."""
 
-    def __init__(
-        self, store: ObjectStore, modality: Modality, size: int, *, ben_graham: bool = False
-    ) -> None:
+    def __init__(self, store: ObjectStore, preprocessing: Preprocessing) -> None:
         self.store = store
-        self.modality = Modality(modality)
-        self.size = int(size)
-        self.ben_graham = ben_graham
-        self.fingerprint = preprocess_fingerprint(self.modality, self.size, ben_graham)
-        self.prefix = f"{CACHE_ROOT}/{self.modality}/{self.size}/{self.fingerprint}"
+        self.preprocessing = preprocessing
+        self.fingerprint = preprocessing.fingerprint
+        self.prefix = f"{CACHE_ROOT}/{preprocessing.modality}/{preprocessing.image_size}/{self.fingerprint}"
 
     @property
     def shape(self) -> tuple[int, ...]:
-        side = (self.size, self.size)
-        return (*side, 3) if self.modality is Modality.FUNDUS else side
+        return self.preprocessing.shape
 
     def key(self, sha256: str) -> str:
         if not _SHA256.fullmatch(sha256):
@@ -132,7 +127,7 @@ class PreprocessedCache:
         return True
 
     def _compute(self, sha256: str, loader: ImageLoader, overwrite: bool) -> None:
-        array = preprocess(loader(), self.modality, self.size, ben_graham=self.ben_graham)
+        array = preprocess(loader(), self.preprocessing)
         self.store.put_bytes(self.key(sha256), _to_npy(array), overwrite=overwrite)
 
     @staticmethod
@@ -144,6 +139,16 @@ class PreprocessedCache:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for _ in pool.map(fn, jobs):  # iterate to re-raise the first failure
                 pass
+
+
+def ensure_preprocessed(
+    cache: PreprocessedCache, records: Sequence[ImageRecord], *, workers: int = 2
+) -> CacheStats:
+    """Decode + crop + resize each catalogued original once; later epochs and runs read the cache."""
+    store = cache.store
+    return cache.ensure(
+        [(r.sha256, lambda key=r.object_key: store.get_bytes(key)) for r in records], workers=workers
+    )
 
 
 def _to_npy(array: np.ndarray) -> bytes:

@@ -4,9 +4,11 @@ Decoding, cropping the fundus field and resizing are the expensive, repeatable p
 loading an image; doing them once and caching the uint8 result (see ``image_cache``) keeps
 epochs cheap. Random augmentation stays in ``transforms`` and runs on these arrays.
 
-Every constant that shapes the output goes into :func:`preprocess_fingerprint`, so editing
-one changes the cache key instead of silently mixing old and new arrays. Bump
-``PREPROCESS_VERSION`` when the *code* changes in a way the constants don't show.
+What is done to an image is a :class:`Preprocessing`, which a model's spec carries: a model
+is always fed images prepared the way it was trained. Every constant that shapes the
+output goes into :attr:`Preprocessing.fingerprint`, so editing one changes the cache key
+instead of silently mixing old and new arrays. Bump ``PREPROCESS_VERSION`` when the *code*
+changes in a way the constants don't show.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import io
 import json
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -42,6 +45,54 @@ BEN_GRAHAM_ERODE_FRAC = 0.05
 original kept 90% of the radius) so no bright ring remains."""
 BEN_GRAHAM_BACKGROUND = 128
 """Outside the field after Ben Graham: the normalised image's neutral grey."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Every deterministic step from an image file to the uint8 array a model is fed.
+
+    Part of a model's spec, because a model must see images prepared as it was trained
+    (a model trained on Ben Graham-normalised photos gives confident nonsense on raw ones),
+    and the identity of the preprocessed cache.
+    """
+
+    modality: Modality
+    image_size: int
+    """Square input side in pixels."""
+    field_crop: bool = False
+    """Crop to the fundus field's bounding box first, dropping the black borders."""
+    ben_graham: bool = False
+    """Ben Graham local-average colour normalisation of the cropped field."""
+
+    @classmethod
+    def for_modality(
+        cls, modality: Modality | str, image_size: int, *, ben_graham: bool = False
+    ) -> Preprocessing:
+        """The recipe models are trained with: fundus photos are field-cropped (and Ben Graham-
+        normalised when asked); OCT scans are only resized, so ``ben_graham`` is ignored for them."""
+        fundus = Modality(modality) is Modality.FUNDUS
+        return cls(Modality(modality), int(image_size), field_crop=fundus, ben_graham=ben_graham and fundus)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(S, S, 3) for fundus photos, (S, S) for greyscale OCT scans."""
+        side = (self.image_size, self.image_size)
+        return (*side, 3) if self.modality is Modality.FUNDUS else side
+
+    @property
+    def fingerprint(self) -> str:
+        """Short id of everything that shapes :func:`preprocess`'s output; part of cache keys."""
+        params: dict[str, object] = {
+            "version": PREPROCESS_VERSION,
+            "modality": str(self.modality),
+            "size": self.image_size,  # the key's name is part of every fingerprint already stored
+        }
+        if self.field_crop:
+            params["field"] = [FIELD_THRESHOLD, FIELD_BLUR_FRAC, FIELD_DETECT_SIDE, MIN_FIELD_FRAC]
+        if self.ben_graham:
+            params["ben_graham"] = [BEN_GRAHAM_SIGMA_FRAC, BEN_GRAHAM_ERODE_FRAC, BEN_GRAHAM_BACKGROUND]
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        return f"p{PREPROCESS_VERSION}-{digest[:10]}"
 
 
 def decode_image(data: bytes, modality: Modality) -> np.ndarray:
@@ -114,16 +165,13 @@ def ben_graham(rgb: np.ndarray, sigma_frac: float = BEN_GRAHAM_SIGMA_FRAC) -> np
     return out
 
 
-_ben_graham = ben_graham  # `preprocess` takes a flag of the same name
-
-
-def resize_pad(img: np.ndarray, size: int) -> np.ndarray:
-    """Fit the longer side to ``size`` keeping the aspect ratio, then pad to a centred square
+def resize_pad(img: np.ndarray, side: int) -> np.ndarray:
+    """Fit the longer side to ``side`` keeping the aspect ratio, then pad to a centred square
     with zeros: stretching would turn the round field (and lesions) into ellipses."""
-    resized = _fit(img, size)
+    resized = _fit(img, side)
     new_h, new_w = resized.shape[:2]
-    out = np.zeros((size, size, *img.shape[2:]), dtype=img.dtype)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out = np.zeros((side, side, *img.shape[2:]), dtype=img.dtype)
+    top, left = (side - new_h) // 2, (side - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized.reshape(new_h, new_w, *img.shape[2:])
     return out
 
@@ -139,47 +187,26 @@ def _fit(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, (new_w, new_h), interpolation=interpolation)
 
 
-def preprocess(data: bytes, modality: Modality, size: int, *, ben_graham: bool = False) -> np.ndarray:
-    """Original bytes → the cached training input: uint8 (size, size, 3) fundus or (size, size) OCT.
-
-    ``ben_graham`` applies to fundus photos only and is ignored for OCT.
-    """
-    modality = Modality(modality)
-    img = decode_image(data, modality)
-    if modality is Modality.FUNDUS:
+def preprocess(data: bytes, how: Preprocessing) -> np.ndarray:
+    """Original bytes → the model input ``how`` describes: uint8 (S, S, 3) fundus or (S, S) OCT."""
+    img = decode_image(data, how.modality)
+    if how.field_crop:
         img = crop_fundus_field(img)
-        if ben_graham:  # sigma is relative to the field, so the target size gives the same effect, cheaply
-            img = _ben_graham(_fit(img, size))
-    return resize_pad(img, size)
+    if how.ben_graham:  # sigma is relative to the field, so the target size gives the same effect, cheaply
+        img = ben_graham(_fit(img, how.image_size))
+    return resize_pad(img, how.image_size)
 
 
-def preprocess_mask(image: bytes, mask: bytes, modality: Modality, size: int) -> np.ndarray:
-    """A lesion mask put through the image's own geometry (field crop, resize, pad): bool (size, size).
+def preprocess_mask(image: bytes, mask: bytes, how: Preprocessing) -> np.ndarray:
+    """A lesion mask put through the image's own geometry (field crop, resize, pad): bool (S, S).
 
     Grad-CAM maps live in the model's input space, so the pointing game needs the mask
     there too; colour normalisation doesn't move pixels and is irrelevant here.
     """
-    modality = Modality(modality)
     lesions = decode_image(mask, Modality.OCT) > 0
-    if modality is Modality.FUNDUS:
-        box = field_box(decode_image(image, modality))
+    if how.field_crop:
+        box = field_box(decode_image(image, how.modality))
         if box is not None:
             top, bottom, left, right = box
             lesions = lesions[top:bottom, left:right]
-    return resize_pad(lesions.astype(np.uint8) * 255, size) > 127
-
-
-def preprocess_fingerprint(modality: Modality, size: int, ben_graham: bool) -> str:
-    """Short id of everything that shapes :func:`preprocess`'s output; part of cache keys."""
-    modality = Modality(modality)
-    params: dict[str, object] = {
-        "version": PREPROCESS_VERSION,
-        "modality": str(modality),
-        "size": int(size),
-    }
-    if modality is Modality.FUNDUS:
-        params["field"] = [FIELD_THRESHOLD, FIELD_BLUR_FRAC, FIELD_DETECT_SIDE, MIN_FIELD_FRAC]
-        if ben_graham:
-            params["ben_graham"] = [BEN_GRAHAM_SIGMA_FRAC, BEN_GRAHAM_ERODE_FRAC, BEN_GRAHAM_BACKGROUND]
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    return f"p{PREPROCESS_VERSION}-{digest[:10]}"
+    return resize_pad(lesions.astype(np.uint8) * 255, how.image_size) > 127

@@ -66,8 +66,7 @@ def _masks(
             mask = preprocess_mask(
                 store.get_bytes(preds.object_keys[i]),
                 store.get_bytes(mask_key(preds.shas[i])),
-                model.spec.modality,
-                model.spec.input_size,
+                model.spec.preprocessing,
             )
         except (StorageError, ValueError, OSError) as exc:
             log.warning("mask for %s unusable: %s", preds.shas[i][:12], exc)
@@ -177,18 +176,17 @@ def explain_registered(
     """Explain a registered model on today's fixed test split (ids in, section out)."""
     from retina_core.catalog.registry import get_version
     from retina_core.catalog.repository import image_records
+    from retina_core.data.image_cache import ensure_preprocessed
     from retina_core.evaluation.calibration import softmax
-    from retina_core.models.persist import load_classifier, trained_ben_graham
-    from retina_core.training.data import cache_for, ensure_preprocessed
-    from retina_core.training.device import select_device
-    from retina_core.training.loop import predict_logits
+    from retina_core.models.device import select_device
+    from retina_core.models.inference import cache_for, predict_logits
+    from retina_core.models.persist import load_classifier
 
     mv = get_version(engine, name, version)
     model = load_classifier(store, mv.object_prefix, sha256=mv.weights_sha256)
     records = [r for r in image_records(engine, model.spec.modality) if r.split is Split.TEST]
-    ben_graham = trained_ben_graham(store, mv.object_prefix)
-    cache = cache_for(store, model.spec.modality, model.spec.input_size, ben_graham)
-    ensure_preprocessed(cache, store, records)
+    cache = cache_for(store, model.spec)  # the inputs as this model was trained on them
+    ensure_preprocessed(cache, records)
     images = cache.load_many([r.sha256 for r in records], workers=2)
     logits = predict_logits(model, images, select_device(settings.train.device), amp=settings.train.amp)
     if model.spec.task == "regression":

@@ -31,13 +31,12 @@ from retina_core.domain import Modality
 from retina_core.fusion.embedding_cache import DamagedShard, EmbeddingCache, encoder_cache_key
 from retina_core.models.architectures import build_from_spec, model_for_modality
 from retina_core.models.classifier import RetinaClassifier
-from retina_core.models.persist import read_json, read_weights, trained_ben_graham
+from retina_core.models.device import select_device
+from retina_core.models.inference import cache_for, infer_batches
+from retina_core.models.persist import read_spec, read_weights
 from retina_core.models.spec import ModelSpec
 from retina_core.results import EmbedPlan, EmbedReport, EmbedStats
 from retina_core.storage import ObjectStore
-from retina_core.training.data import cache_for
-from retina_core.training.device import select_device
-from retina_core.training.loop import infer_batches
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +111,9 @@ def encoders_to_use(engine: Engine) -> dict[Modality, ModelVersion]:
 
 
 def open_encoder(store: ObjectStore, version: ModelVersion) -> Encoder:
-    """A registered encoder with the preprocessing it was trained on (size, Ben Graham); no weights read yet."""
-    prefix = version.object_prefix
-    spec = ModelSpec.from_dict(read_json(store, prefix, "spec.json"))
-    preprocessed = cache_for(store, spec.modality, spec.input_size, trained_ben_graham(store, prefix))
+    """A registered encoder with the preprocessing it was trained on (from its spec); no weights read yet."""
+    spec = read_spec(store, version.object_prefix)
+    preprocessed = cache_for(store, spec)
     key = encoder_cache_key(version.weights_sha256, preprocessed.fingerprint, EMBED_CODE_VERSION)
     return Encoder(version=version, spec=spec, store=store, preprocessed=preprocessed, cache_key=key)
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from retina_core.evaluation.calibration import apply_temperature, fit_temperature
 from retina_core.evaluation.metrics import roc_auc_binary
-from retina_core.training.loop import seed_everything
+from retina_core.models.device import seed_everything
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from retina_core.fusion.embed import (
 )
 from retina_core.fusion.experiment import TrainedHeads, run_experiment
 from retina_core.fusion.fit import calibrated_scores
+from retina_core.models.device import select_device
 from retina_core.models.fusion import head_spec, load_head
 from retina_core.models.weights import state_dict_to_bytes
 from retina_core.progress import reports_stage
@@ -50,7 +51,6 @@ from retina_core.results import (
     PairingUsed,
 )
 from retina_core.storage import ObjectStore
-from retina_core.training.device import select_device
 
 log = logging.getLogger(__name__)
 

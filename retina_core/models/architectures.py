@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from retina_core.data.preprocess import Preprocessing
 from retina_core.domain import Modality, class_names
 from retina_core.models.cam_layer import get_module, resolve_cam_layer
 from retina_core.models.classifier import RetinaClassifier, create_backbone, embedding_dim_of
@@ -76,12 +77,17 @@ def fundus_cnn(
     architecture: str = "efficientnet_b0",
     image_size: int = 128,
     task: Task = "classification",
+    ben_graham: bool = False,
     pretrained: str | Path | None = None,
 ) -> RetinaClassifier:
-    """Colour fundus photo → DR grade (5 logits), or one output for threshold regression."""
+    """Colour fundus photo → DR grade (5 logits), or one output for threshold regression.
+
+    The photo is cropped to the field, and Ben Graham-normalised with ``ben_graham``.
+    """
     return _build(
-        "fundus_cnn", Modality.FUNDUS, architecture, image_size, in_chans=3,
-        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, task=task, pretrained=pretrained,
+        "fundus_cnn", Preprocessing.for_modality(Modality.FUNDUS, image_size, ben_graham=ben_graham),
+        architecture, in_chans=3, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, task=task,
+        pretrained=pretrained,
     )  # fmt: skip
 
 
@@ -91,16 +97,15 @@ def oct_cnn(
 ) -> RetinaClassifier:
     """Greyscale OCT B-scan → CNV/DME/DRUSEN/NORMAL; one input channel through timm's ``in_chans``."""
     return _build(
-        "oct_cnn", Modality.OCT, architecture, image_size, in_chans=1,
+        "oct_cnn", Preprocessing.for_modality(Modality.OCT, image_size), architecture, in_chans=1,
         mean=OCT_MEAN, std=OCT_STD, task="classification", pretrained=pretrained,
     )  # fmt: skip
 
 
 def _build(
     name: str,
-    modality: Modality,
+    preprocessing: Preprocessing,
     architecture: str,
-    image_size: int,
     *,
     in_chans: int,
     mean: tuple[float, ...],
@@ -110,6 +115,7 @@ def _build(
 ) -> RetinaClassifier:
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
+    modality, image_size = preprocessing.modality, preprocessing.image_size
     labels = tuple(class_names(modality))
     num_outputs = 1 if task == "regression" else len(labels)
     backbone = create_backbone(architecture, num_outputs=num_outputs, in_chans=in_chans)
@@ -118,14 +124,16 @@ def _build(
         modality=modality,
         architecture=architecture,
         in_chans=in_chans,
-        input_size=image_size,
+        image_size=image_size,
         mean=tuple(mean),
         std=tuple(std),
         label_names=labels,
         num_outputs=num_outputs,
         embedding_dim=embedding_dim_of(backbone),
-        cam_layer="backbone." + resolve_cam_layer(backbone, in_chans, probe_size=image_size),
+        cam_layer="backbone." + resolve_cam_layer(backbone, in_chans, image_size=image_size),
         task=task,
+        field_crop=preprocessing.field_crop,
+        ben_graham=preprocessing.ben_graham,
     )
     model = RetinaClassifier(spec, backbone)
     if pretrained is not None:

@@ -35,24 +35,24 @@ MIN_CAM_GRID = 7
 """Fewest grid cells per side for a CAM target stage (Grad-CAM's original 7x7)."""
 
 
-def resolve_cam_layer(backbone: nn.Module, in_chans: int = 3, probe_size: int = 64) -> str:
-    """Dotted path, relative to ``backbone``, of the layer Grad-CAM should hook at ``probe_size`` px."""
+def resolve_cam_layer(backbone: nn.Module, in_chans: int = 3, image_size: int = 64) -> str:
+    """Dotted path, relative to ``backbone``, of the layer Grad-CAM should hook for ``image_size`` px inputs."""
     info = getattr(backbone, "feature_info", None)
     if info:
         stages = [d for d in (info if isinstance(info, list) else info.get_dicts()) if d.get("module")]
         if stages:
-            module = str(_cam_stage(stages, probe_size)["module"])
+            module = str(_cam_stage(stages, image_size)["module"])
             get_module(backbone, module)
             return module
-    return _last_spatial_module(backbone, in_chans, probe_size)
+    return _last_spatial_module(backbone, in_chans, image_size)
 
 
-def _cam_stage(stages: list[dict[str, object]], input_size: int) -> dict[str, object]:
+def _cam_stage(stages: list[dict[str, object]], image_size: int) -> dict[str, object]:
     """The deepest stage with a grid of at least MIN_CAM_GRID cells; else the finest grid, deepest first."""
 
     def grid(stage: dict[str, object]) -> float:
         reduction = stage.get("reduction")
-        return input_size / float(reduction) if isinstance(reduction, int | float) and reduction > 0 else 0.0
+        return image_size / float(reduction) if isinstance(reduction, int | float) and reduction > 0 else 0.0
 
     fine_enough = [s for s in stages if grid(s) >= MIN_CAM_GRID]
     if fine_enough:
@@ -61,7 +61,7 @@ def _cam_stage(stages: list[dict[str, object]], input_size: int) -> dict[str, ob
     return [s for s in stages if grid(s) == finest][-1]
 
 
-def _last_spatial_module(backbone: nn.Module, in_chans: int, probe_size: int) -> str:
+def _last_spatial_module(backbone: nn.Module, in_chans: int, image_size: int) -> str:
     """Run one probe batch and keep the last leaf-ish module whose output is (N, C, H, W)."""
     seen: list[str] = []
     hooks = []
@@ -78,7 +78,7 @@ def _last_spatial_module(backbone: nn.Module, in_chans: int, probe_size: int) ->
     try:
         backbone.eval()
         with torch.no_grad():
-            backbone(torch.zeros(1, in_chans, probe_size, probe_size))
+            backbone(torch.zeros(1, in_chans, image_size, image_size))
     finally:
         for h in hooks:
             h.remove()

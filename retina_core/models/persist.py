@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from retina_core.domain import Modality
 from retina_core.models.architectures import build_from_spec
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.spec import ModelSpec
@@ -41,14 +42,19 @@ def read_json(store: ObjectStore, prefix: str, name: str) -> dict[str, Any]:
     return json.loads(store.get_bytes(f"{prefix}/{name}"))
 
 
-def trained_ben_graham(store: ObjectStore, prefix: str) -> bool:
-    """Whether the model under ``prefix`` was trained on Ben Graham-normalised images.
+def read_spec(store: ObjectStore, prefix: str) -> ModelSpec:
+    """The spec of the model under ``prefix``, preprocessing included: how its inputs must be prepared.
 
     Inputs must be preprocessed as the model was trained, whatever today's settings say:
-    a champion trained with the normalisation fed raw photos (or the reverse) would give
-    confident nonsense.
+    a model trained on Ben Graham-normalised photos fed raw ones (or the reverse) gives
+    confident nonsense. Versions registered before the spec carried Ben Graham recorded it
+    only in their training settings (``config.json``), so it is read from there for them.
     """
-    return bool(read_json(store, prefix, "config.json").get("train", {}).get("ben_graham", False))
+    data = read_json(store, prefix, "spec.json")
+    if "ben_graham" not in data:
+        trained = read_json(store, prefix, "config.json").get("train", {}).get("ben_graham", False)
+        data["ben_graham"] = bool(trained) and data.get("modality") == Modality.FUNDUS.value
+    return ModelSpec.from_dict(data)
 
 
 class DamagedWeights(ValueError):
@@ -75,7 +81,6 @@ def read_weights(
 
 
 def load_classifier(store: ObjectStore, prefix: str, *, sha256: str) -> RetinaClassifier:
-    spec = ModelSpec.from_dict(read_json(store, prefix, "spec.json"))
-    model = build_from_spec(spec)
+    model = build_from_spec(read_spec(store, prefix))
     model.load_state_dict(read_weights(store, prefix, sha256=sha256))
     return model.eval()

@@ -1,8 +1,10 @@
 """The model spec: the facts about a model that every other stage reads.
 
-Transforms take the input size and normalisation from it, Grad-CAM takes its target
-layer from it, reports take label names from it. Writing them once here keeps the
-stages from disagreeing (timm's ``PretrainedCfg`` is the model for this).
+Preprocessing takes the image size, field crop and Ben Graham from it, transforms the
+channels and normalisation, Grad-CAM its target layer, reports its label names. Writing
+them once here, and storing them with every registered version, keeps the stages from
+disagreeing with each other or with how the model was trained (timm's ``PretrainedCfg``
+is the model for this).
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from retina_core.data.preprocess import Preprocessing
 from retina_core.domain import Modality
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    """Registry entrypoint: ``fundus_cnn`` or ``oct_cnn``."""
+    """Architecture registry entrypoint: ``fundus_cnn`` or ``oct_cnn``."""
     modality: Modality
     architecture: str
     """Any timm model name."""
     in_chans: int
-    input_size: int
+    image_size: int
+    """Square input side in pixels."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
     label_names: tuple[str, ...]
@@ -32,6 +36,17 @@ class ModelSpec:
     """Dotted module path of the Grad-CAM target layer, derived from timm's feature_info."""
     task: str = "classification"
     """'classification' (cross-entropy) or 'regression' (one output, thresholds map it to grades)."""
+    field_crop: bool = False
+    """Images are cropped to the fundus field before resizing (fundus models)."""
+    ben_graham: bool = False
+    """Images are Ben Graham-normalised after the crop (a fundus training option)."""
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How an image file becomes this model's input: as it was trained, whatever today's settings say."""
+        return Preprocessing(
+            self.modality, self.image_size, field_crop=self.field_crop, ben_graham=self.ben_graham
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -40,8 +55,13 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """A spec from :meth:`to_dict`'s output, or from a ``spec.json`` written before the spec
+        carried its preprocessing (``input_size``; field crop implied by the modality)."""
         data = dict(data)
+        if "input_size" in data:
+            data["image_size"] = data.pop("input_size")
         data["modality"] = Modality(data["modality"])
+        data.setdefault("field_crop", data["modality"] is Modality.FUNDUS)
         for key in ("mean", "std", "label_names"):
             data[key] = tuple(data[key])
         return cls(**data)

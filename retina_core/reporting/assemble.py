@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from retina_core.catalog.registry import Decision
 from retina_core.catalog.repository import export_images, latest_dataset_version, quarantine_counts
 from retina_core.evaluation.bootstrap import Estimate
-from retina_core.models.persist import read_json
+from retina_core.models.persist import read_spec
 from retina_core.reporting.data import (
     DataSummary,
     ExplainSection,
@@ -81,14 +81,14 @@ def train_section(
 ) -> ModelSection:
     """A model section from a ``TrainReport`` (single-modality classifier)."""
     prefix = f"models/{report.model_name}/{report.version}"
-    spec = read_json(store, prefix, "spec.json")
+    spec = read_spec(store, prefix)
     history = report.history
     evaluation = report.evaluation
     return ModelSection(
         name=report.model_name,
         version=str(report.version),
-        architecture=spec["architecture"],
-        image_size=spec["input_size"],
+        architecture=spec.architecture,
+        image_size=spec.image_size,
         evaluation=evaluation,
         curves=TrainingCurves(
             train_loss=[h["train_loss"] for h in history],
@@ -101,7 +101,7 @@ def train_section(
         registry=registry_section(report.decision, evaluation.primary.n_units),
         model_card=build_model_card(
             evaluation,
-            spec,
+            spec.to_dict(),
             _split_class_counts(summary, report.modality),
             version=str(report.version),
             dataset_version=None if dataset_version is None else str(dataset_version),

@@ -251,7 +251,7 @@ def build_model_card(
     """A card from an evaluation result, a spec-like dict and the training counts (split -> class -> n).
 
     ``spec`` takes the keys of ``ModelSpec.to_dict()`` (``name``, ``architecture``,
-    ``modality``, ``input_size``, ``in_chans``, ``mean``, ``std``, ``label_names``); a fusion
+    ``modality``, ``image_size``, ``in_chans``, ``mean``, ``std``, ``label_names``); a fusion
     head passes what it has. Unknown keys are ignored so a richer spec still builds a card.
     """
     is_binary = isinstance(result, BinaryResult)
@@ -263,7 +263,7 @@ def build_model_card(
         task="normal vs disease screening" if is_binary else result.task,
         input=InputSpec(
             modality=str(spec.get("modality", "embeddings")),
-            image_size=spec.get("input_size", spec.get("image_size")),
+            image_size=spec.get("image_size"),
             channels=spec.get("in_chans", spec.get("channels")),
             mean=list(spec["mean"]) if spec.get("mean") is not None else None,
             std=list(spec["std"]) if spec.get("std") is not None else None,

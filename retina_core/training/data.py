@@ -7,25 +7,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retina_core.data.image_cache import CacheStats, PreprocessedCache
+from retina_core.config import ModalityTrainSettings
+from retina_core.data.image_cache import PreprocessedCache
+from retina_core.data.preprocess import Preprocessing
 from retina_core.data.records import ImageRecord
 from retina_core.domain import Modality, Split
-from retina_core.storage import ObjectStore
 from retina_core.training.loop import SplitArrays
 
 log = logging.getLogger(__name__)
 
 
-def cache_for(store: ObjectStore, modality: Modality, size: int, ben_graham: bool) -> PreprocessedCache:
-    return PreprocessedCache(store, modality, size, ben_graham=ben_graham and modality is Modality.FUNDUS)
-
-
-def ensure_preprocessed(
-    cache: PreprocessedCache, store: ObjectStore, records: Sequence[ImageRecord], *, workers: int = 2
-) -> CacheStats:
-    """Decode + crop + resize each original once; later epochs and runs read the cache."""
-    items = [(r.sha256, lambda key=r.object_key: store.get_bytes(key)) for r in records]
-    return cache.ensure(items, workers=workers)
+def preprocessing_for(modality: Modality, settings: ModalityTrainSettings) -> Preprocessing:
+    """How these training settings prepare images: the cache training reads, and what the
+    trained model's spec records (``create_model`` derives it from the same two settings)."""
+    return Preprocessing.for_modality(modality, settings.image_size, ben_graham=settings.ben_graham)
 
 
 def hold_out_paired(records: Sequence[ImageRecord], paired: set[str]) -> list[ImageRecord]:

@@ -10,7 +10,6 @@ model, optimiser, scheduler, AMP scaler, RNG states, history and the best weight
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +22,15 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from retina_core.config import ModalityTrainSettings
 from retina_core.data.datasets import ArrayDataset
-from retina_core.data.transforms import build_eval_transform, build_train_transform
+from retina_core.data.transforms import build_train_transform
 from retina_core.domain import Modality
 from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa
 from retina_core.evaluation.thresholds import apply_thresholds
 from retina_core.models.classifier import RetinaClassifier
+from retina_core.models.device import autocast_dtype, loader_kwargs, seed_everything
+from retina_core.models.inference import predict_logits
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
-from retina_core.training.device import autocast_dtype, loader_kwargs
 from retina_core.training.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -74,13 +74,6 @@ EpochCallback = Callable[[EpochLog, int], None]
 BatchCallback = Callable[[int, int], None]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and Python; called before model init and at every epoch start."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -110,59 +103,6 @@ def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
 
 def _outputs(logits: torch.Tensor, task: str) -> torch.Tensor:
     return logits.squeeze(-1).float() if task == "regression" else logits.float()
-
-
-def predict_logits(
-    model: RetinaClassifier,
-    images: np.ndarray,
-    device: torch.device,
-    *,
-    batch_size: int = 64,
-    amp: bool = True,
-    num_workers: int | None = None,
-) -> np.ndarray:
-    """Logits (or regression scores, shape (N, 1)) for preprocessed uint8 images."""
-    return infer_batches(
-        model,
-        model,
-        images,
-        device,
-        model.spec.num_outputs,
-        batch_size=batch_size,
-        amp=amp,
-        num_workers=num_workers,
-    )
-
-
-def infer_batches(
-    model: RetinaClassifier,
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    images: np.ndarray,
-    device: torch.device,
-    width: int,
-    *,
-    batch_size: int = 64,
-    amp: bool = True,
-    num_workers: int | None = None,
-) -> np.ndarray:
-    """Batched, autograd-free ``forward`` over uint8 images (eval transforms, AMP and channels_last on CUDA)."""
-    dataset = ArrayDataset(images, np.zeros(len(images), dtype=np.int64), build_eval_transform(model.spec))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
-    dtype = autocast_dtype(device, amp)
-    model.eval().to(device)
-    outs: list[np.ndarray] = []
-    with torch.inference_mode():
-        for x, _ in loader:
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outs.append(forward(x).float().cpu().numpy())
-    return (
-        np.concatenate(outs).astype(np.float32, copy=False)
-        if outs
-        else np.zeros((0, width), dtype=np.float32)
-    )
 
 
 def validation_metric_name(modality: Modality) -> str:

@@ -16,6 +16,8 @@ from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_re
 from retina_core.catalog.registry import ModelVersion, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
 from retina_core.config import ModalityTrainSettings, Settings
+from retina_core.data.image_cache import PreprocessedCache, ensure_preprocessed
+from retina_core.data.preprocess import Preprocessing
 from retina_core.domain import Modality, Split
 from retina_core.evaluation import TaskSpec, evaluate_predictions
 from retina_core.evaluation.calibration import softmax
@@ -28,27 +30,19 @@ from retina_core.evaluation.thresholds import (
 )
 from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.architectures import model_for_modality
-from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
-from retina_core.models.spec import ModelSpec
+from retina_core.models.device import seed_everything, select_device
+from retina_core.models.inference import predict_logits
+from retina_core.models.persist import load_classifier, model_files, read_json, read_spec
 from retina_core.progress import reports_stage
 from retina_core.results import TrainReport
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
-from retina_core.training.data import (
-    cache_for,
-    cap_records,
-    ensure_preprocessed,
-    hold_out_paired,
-    split_arrays,
-)
-from retina_core.training.device import select_device
+from retina_core.training.data import cap_records, hold_out_paired, preprocessing_for, split_arrays
 from retina_core.training.loop import (
     BatchCallback,
     EpochCallback,
     SplitArrays,
     fit,
-    predict_logits,
-    seed_everything,
 )
 
 log = logging.getLogger(__name__)
@@ -132,7 +126,7 @@ def train_modality(
         fit=lambda: _fit_and_evaluate(
             settings, store, modality, key, data_version, data, device, on_epoch, on_batch
         ),
-        remeasure=lambda current: _remeasure_champion(settings, store, current, ms, data, device),
+        remeasure=lambda current: _remeasure_champion(settings, store, current, data, device),
         unreadable_note="champion could not be re-evaluated; its registered figure was compared",
         registered=lambda: ckpt.discard_checkpoints(store, key),  # a kill after registering may leave it
     )
@@ -171,8 +165,8 @@ class TrainingData:
     counts: dict[str, int]
     held_out: int
     """Paired-cohort images left out of the training split (``hold_out_pairs``)."""
-    fingerprint: str
-    """The preprocessing the arrays went through (size, Ben Graham, code)."""
+    preprocessing: Preprocessing
+    """What the arrays went through (size, field crop, Ben Graham): what the trained model's spec records."""
     cache: dict[str, int]
     """Preprocessed-cache images computed and reused for this run."""
 
@@ -190,8 +184,8 @@ def training_data(
     counts = {s.value: sum(r.split is s for r in records) for s in Split}
     if min(counts.values()) == 0:
         raise NotEnoughData(f"{modality}: every split needs labelled images, got {counts}")
-    cache = cache_for(store, modality, ms.image_size, ms.ben_graham)
-    stats = ensure_preprocessed(cache, store, records)
+    cache = PreprocessedCache(store, preprocessing_for(modality, ms))
+    stats = ensure_preprocessed(cache, records)
     log.info("%s preprocessed cache: %d computed, %d reused", modality, stats.computed, stats.reused)
     arrays = split_arrays(cache, records)
     return TrainingData(
@@ -200,7 +194,7 @@ def training_data(
         test=arrays[Split.TEST],
         counts=counts,
         held_out=held_out,
-        fingerprint=cache.fingerprint,
+        preprocessing=cache.preprocessing,
         cache={"computed": stats.computed, "reused": stats.reused},
     )
 
@@ -230,7 +224,7 @@ def _fit_and_evaluate(
     name = model_for_modality(modality)
     seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
     task = "regression" if ms.loss == "regression" else "classification"
-    options = {"task": task} if modality is Modality.FUNDUS else {}
+    options = {"task": task, "ben_graham": ms.ben_graham} if modality is Modality.FUNDUS else {}
     model = create_model(
         name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
     )
@@ -251,7 +245,7 @@ def _fit_and_evaluate(
     evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device)
     extras |= {
         "held_out_paired": data.held_out,
-        "preprocess_fingerprint": data.fingerprint,
+        "preprocess_fingerprint": data.preprocessing.fingerprint,
         "cache": data.cache,
     }
     metrics = {
@@ -287,22 +281,16 @@ def _remeasure_champion(
     settings: Settings,
     store: ObjectStore,
     current: ModelVersion,
-    ms: ModalityTrainSettings,
     data: TrainingData,
     device: Any,
 ) -> Remeasured:
     """Score the champion on today's test split when it was trained on the same inputs.
 
-    Only a champion trained on the same inputs (size, Ben Graham) can be scored on today's
-    arrays; any other is judged on its registered figure, and the reason says so. Decided
-    from the small JSON files, so such a champion never has its weights read and hashed.
+    Only a champion trained on the same inputs (its spec's preprocessing) can be scored on
+    today's arrays; any other is judged on its registered figure, and the reason says so.
+    Decided from the small JSON files, so such a champion never has its weights read and hashed.
     """
-    spec = ModelSpec.from_dict(read_json(store, current.object_prefix, "spec.json"))
-    same_inputs = (
-        spec.input_size == data.test.images.shape[1]
-        and trained_ben_graham(store, current.object_prefix) == ms.ben_graham
-    )
-    if not same_inputs:
+    if read_spec(store, current.object_prefix).preprocessing != data.preprocessing:
         note = "champion was trained on other inputs; its registered figure was compared"
         log.info("%s v%d: %s", current.name, current.version, note)
         return Remeasured(note=note)

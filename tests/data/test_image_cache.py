@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from retina_core.data.image_cache import CorruptCacheEntry, PreprocessedCache
-from retina_core.data.preprocess import preprocess, preprocess_fingerprint
+from retina_core.data.preprocess import Preprocessing, preprocess
 from retina_core.domain import Modality
 from retina_core.storage import LocalObjectStore, ObjectNotFoundError, ObjectStore
 
@@ -51,7 +51,7 @@ def store(tmp_path: Path) -> LocalObjectStore:
 def test_ensure_computes_once_then_reuses(object_store: ObjectStore) -> None:
     """Local and S3 (moto over HTTP): the size check relies on what each store lists."""
     source = CountingSource(4)
-    cache = PreprocessedCache(object_store, Modality.FUNDUS, SIZE)
+    cache = PreprocessedCache(object_store, Preprocessing.for_modality(Modality.FUNDUS, SIZE))
     first = cache.ensure(source.items())
     assert (first.computed, first.reused) == (4, 0)
     second = cache.ensure(source.items(), workers=2)
@@ -61,22 +61,29 @@ def test_ensure_computes_once_then_reuses(object_store: ObjectStore) -> None:
 
 def test_keys_carry_modality_size_and_preprocessing_fingerprint(store: LocalObjectStore) -> None:
     source = CountingSource(2)
-    cache = PreprocessedCache(store, Modality.FUNDUS, SIZE, ben_graham=True)
+    cache = PreprocessedCache(store, Preprocessing.for_modality(Modality.FUNDUS, SIZE, ben_graham=True))
     cache.ensure(source.items())
-    fp = preprocess_fingerprint(Modality.FUNDUS, SIZE, True)
+    fp = Preprocessing.for_modality(Modality.FUNDUS, SIZE, ben_graham=True).fingerprint
     expected = {f"cache/preprocessed/fundus/{SIZE}/{fp}/{sha}.npy" for sha in source.blobs}
     assert {info.key for info in store.list("cache/")} == expected
     # A different preprocessing is a different cache: nothing is reused across it.
-    assert PreprocessedCache(store, Modality.FUNDUS, SIZE).ensure(source.items()).computed == 2
+    assert (
+        PreprocessedCache(store, Preprocessing.for_modality(Modality.FUNDUS, SIZE))
+        .ensure(source.items())
+        .computed
+        == 2
+    )
 
 
 def test_load_matches_preprocess_and_load_many_stacks(object_store: ObjectStore) -> None:
     source = CountingSource(3, mode="L")
-    cache = PreprocessedCache(object_store, Modality.OCT, SIZE)
+    cache = PreprocessedCache(object_store, Preprocessing.for_modality(Modality.OCT, SIZE))
     cache.ensure(source.items(), workers=2)
     shas = list(source.blobs)
     for sha in shas:
-        np.testing.assert_array_equal(cache.load(sha), preprocess(source.blobs[sha], Modality.OCT, SIZE))
+        np.testing.assert_array_equal(
+            cache.load(sha), preprocess(source.blobs[sha], Preprocessing.for_modality(Modality.OCT, SIZE))
+        )
     stacked = cache.load_many(shas[::-1], workers=2)
     assert stacked.shape == (3, SIZE, SIZE) and stacked.dtype == np.uint8
     np.testing.assert_array_equal(stacked[0], cache.load(shas[-1]))
@@ -84,7 +91,7 @@ def test_load_matches_preprocess_and_load_many_stacks(object_store: ObjectStore)
 
 def test_truncated_entry_is_recomputed(store: LocalObjectStore) -> None:
     source = CountingSource(3)
-    cache = PreprocessedCache(store, Modality.FUNDUS, SIZE)
+    cache = PreprocessedCache(store, Preprocessing.for_modality(Modality.FUNDUS, SIZE))
     cache.ensure(source.items())
     damaged = next(iter(source.blobs))
     path = store.local_path(cache.key(damaged))
@@ -99,7 +106,7 @@ def test_truncated_entry_is_recomputed(store: LocalObjectStore) -> None:
 
 def test_same_size_damage_is_found_by_verify(store: LocalObjectStore) -> None:
     source = CountingSource(2)
-    cache = PreprocessedCache(store, Modality.FUNDUS, SIZE)
+    cache = PreprocessedCache(store, Preprocessing.for_modality(Modality.FUNDUS, SIZE))
     cache.ensure(source.items())
     damaged = next(iter(source.blobs))
     path = store.local_path(cache.key(damaged))
@@ -110,12 +117,13 @@ def test_same_size_damage_is_found_by_verify(store: LocalObjectStore) -> None:
     assert cache.ensure(source.items()).computed == 0  # a size check cannot see this
     assert cache.ensure(source.items(), verify=True).computed == 1
     np.testing.assert_array_equal(
-        cache.load(damaged), preprocess(source.blobs[damaged], Modality.FUNDUS, SIZE)
+        cache.load(damaged),
+        preprocess(source.blobs[damaged], Preprocessing.for_modality(Modality.FUNDUS, SIZE)),
     )
 
 
 def test_wrong_shape_entry_is_corrupt(store: LocalObjectStore) -> None:
-    cache = PreprocessedCache(store, Modality.FUNDUS, SIZE)
+    cache = PreprocessedCache(store, Preprocessing.for_modality(Modality.FUNDUS, SIZE))
     sha = "a" * 64
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((SIZE, SIZE), dtype=np.uint8))
@@ -125,7 +133,7 @@ def test_wrong_shape_entry_is_corrupt(store: LocalObjectStore) -> None:
 
 
 def test_missing_entry_and_bad_sha(store: LocalObjectStore) -> None:
-    cache = PreprocessedCache(store, Modality.OCT, SIZE)
+    cache = PreprocessedCache(store, Preprocessing.for_modality(Modality.OCT, SIZE))
     with pytest.raises(ObjectNotFoundError):
         cache.load("b" * 64)
     with pytest.raises(ValueError, match="SHA-256"):

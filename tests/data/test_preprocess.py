@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from retina_core.data.preprocess import (
+    Preprocessing,
     ben_graham,
     crop_fundus_field,
     decode_image,
     field_mask,
     preprocess,
-    preprocess_fingerprint,
     resize_pad,
 )
 from retina_core.domain import Modality
@@ -102,29 +102,57 @@ def test_decode_honours_modality_and_exif_orientation() -> None:
 @pytest.mark.parametrize("bg", [False, True])
 def test_preprocess_fundus_end_to_end(bg: bool) -> None:
     data = _encode(synthetic_fundus(120, 200, radius=50))
-    out = preprocess(data, Modality.FUNDUS, 48, ben_graham=bg)
+    how = Preprocessing.for_modality(Modality.FUNDUS, 48, ben_graham=bg)
+    out = preprocess(data, how)
     assert out.shape == (48, 48, 3) and out.dtype == np.uint8
     assert out[24, 1].max() > 20 and out[24, 46].max() > 20  # cropped: the field spans the square
-    np.testing.assert_array_equal(out, preprocess(data, Modality.FUNDUS, 48, ben_graham=bg))
+    np.testing.assert_array_equal(out, preprocess(data, how))
 
 
 def test_preprocess_oct_is_greyscale_and_uncropped() -> None:
     scan = np.zeros((40, 80), dtype=np.uint8)
     scan[18:22] = 220  # one bright retinal layer
-    out = preprocess(_encode(scan), Modality.OCT, 32, ben_graham=True)
+    out = preprocess(_encode(scan), Preprocessing.for_modality(Modality.OCT, 32, ben_graham=True))
     assert out.shape == (32, 32) and out.dtype == np.uint8
     assert out[:8].max() == 0 and out[15:17].min() > 150  # padded above, the layer in the middle
 
 
+def fingerprint(modality: Modality, image_size: int, ben_graham: bool) -> str:
+    return Preprocessing.for_modality(modality, image_size, ben_graham=ben_graham).fingerprint
+
+
 def test_fingerprint_changes_with_what_changes_the_output() -> None:
-    base = preprocess_fingerprint(Modality.FUNDUS, 128, False)
-    assert base == preprocess_fingerprint(Modality.FUNDUS, 128, False)
+    base = fingerprint(Modality.FUNDUS, 128, False)
+    assert base == fingerprint(Modality.FUNDUS, 128, False)
     assert len(base) <= 16
     others = {
-        preprocess_fingerprint(Modality.FUNDUS, 64, False),
-        preprocess_fingerprint(Modality.FUNDUS, 128, True),
-        preprocess_fingerprint(Modality.OCT, 128, False),
+        fingerprint(Modality.FUNDUS, 64, False),
+        fingerprint(Modality.FUNDUS, 128, True),
+        fingerprint(Modality.OCT, 128, False),
+        Preprocessing(Modality.FUNDUS, 128, field_crop=False).fingerprint,
     }
-    assert base not in others and len(others) == 3
+    assert base not in others and len(others) == 4
     # Ben Graham does not apply to OCT, so it must not split the OCT cache.
-    assert preprocess_fingerprint(Modality.OCT, 128, True) == preprocess_fingerprint(Modality.OCT, 128, False)
+    assert fingerprint(Modality.OCT, 128, True) == fingerprint(Modality.OCT, 128, False)
+
+
+@pytest.mark.parametrize(
+    ("modality", "ben_graham", "stored"),
+    [
+        (Modality.FUNDUS, False, "p1-fa7290eae8"),
+        (Modality.FUNDUS, True, "p1-84d5d29c11"),
+        (Modality.OCT, False, "p1-88b831fba6"),
+    ],
+)
+def test_fingerprints_of_the_training_recipes_are_those_already_stored(
+    modality: Modality, ben_graham: bool, stored: str
+) -> None:
+    """Existing preprocessed caches and embedding-cache keys are named by these: they must not move."""
+    assert fingerprint(modality, 128, ben_graham) == stored
+
+
+def test_without_field_crop_the_black_borders_stay() -> None:
+    data = _encode(synthetic_fundus(120, 200, radius=50))
+    uncropped = preprocess(data, Preprocessing(Modality.FUNDUS, 48))
+    assert uncropped[:, 1].max() <= 20  # the photo's black margin is still at the left edge
+    assert preprocess(data, Preprocessing.for_modality(Modality.FUNDUS, 48))[24, 1].max() > 20

@@ -20,7 +20,7 @@ def _spec(modality: Modality) -> ModelSpec:
         modality=modality,
         architecture="resnet10t",
         in_chans=3 if fundus else 1,
-        input_size=SIZE,
+        image_size=SIZE,
         mean=(0.4, 0.5, 0.6) if fundus else (0.5,),
         std=(0.2, 0.25, 0.3) if fundus else (0.25,),
         label_names=tuple(class_names(modality)),

@@ -74,7 +74,7 @@ def test_champion_predictions_from_cached_embeddings_match_the_model(drift_world
     embeddings = ensure_embeddings(w.settings, w.engine, w.store, encoder, new, rows)
     predicted = champion_predictions(encoder, embeddings, w.store)
     images = catalogued_images(w.engine, encoder, [new.shas[i] for i in rows])
-    from retina_core.training.loop import predict_logits
+    from retina_core.models.inference import predict_logits
 
     logits = predict_logits(encoder.model, images, torch.device("cpu"), amp=False)
     assert np.array_equal(predicted, logits.argmax(axis=1))

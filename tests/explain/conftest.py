@@ -32,13 +32,13 @@ def timm_classifier(
         modality=Modality.FUNDUS if in_chans == 3 else Modality.OCT,
         architecture=architecture,
         in_chans=in_chans,
-        input_size=image_size,
+        image_size=image_size,
         mean=(0.5,) * in_chans,
         std=(0.5,) * in_chans,
         label_names=tuple(f"class{i}" for i in range(num_classes)),
         num_outputs=num_classes,
         embedding_dim=embedding_dim_of(backbone),
-        cam_layer="backbone." + resolve_cam_layer(backbone, in_chans, probe_size=image_size),
+        cam_layer="backbone." + resolve_cam_layer(backbone, in_chans, image_size=image_size),
     )
     return RetinaClassifier(spec, backbone)
 

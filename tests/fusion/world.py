@@ -93,7 +93,10 @@ def register_stand_in(world: World, modality: Modality, seed: int) -> ModelVersi
     """
     ms = world.settings.train_for(modality)
     torch.manual_seed(seed)
-    model = create_model(model_for_modality(modality), architecture=ms.architecture, image_size=ms.image_size)
+    options = {"ben_graham": ms.ben_graham} if modality is Modality.FUNDUS else {}  # as train_modality does
+    model = create_model(
+        model_for_modality(modality), architecture=ms.architecture, image_size=ms.image_size, **options
+    )
     files = model_files(model, model.spec.to_dict(), {"train": ms.model_dump()}, {"stand_in": True})
     return register_version(
         world.engine,

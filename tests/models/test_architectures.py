@@ -25,7 +25,7 @@ def model(request: pytest.FixtureRequest) -> RetinaClassifier:
 
 
 def _batch(spec: ModelSpec, n: int = 2) -> torch.Tensor:
-    return torch.rand(n, spec.in_chans, spec.input_size, spec.input_size)
+    return torch.rand(n, spec.in_chans, spec.image_size, spec.image_size)
 
 
 def test_registry_lists_one_model_per_modality() -> None:
@@ -44,7 +44,7 @@ def test_default_architectures_and_channels(model: RetinaClassifier) -> None:
     assert spec.label_names == tuple(class_names(spec.modality))
     assert spec.num_outputs == len(spec.label_names)
     assert len(spec.mean) == len(spec.std) == spec.in_chans
-    assert spec.input_size == SIZE
+    assert spec.image_size == SIZE
     assert model(_batch(spec)).shape == (2, spec.num_outputs)
 
 
@@ -91,7 +91,7 @@ def test_regression_task_has_one_output() -> None:
 
 def test_none_kwargs_keep_entrypoint_defaults() -> None:
     m = create_model("oct_cnn", architecture=None, image_size=None, pretrained=None)
-    assert (m.spec.architecture, m.spec.input_size) == ("resnet18", 128)
+    assert (m.spec.architecture, m.spec.image_size) == ("resnet18", 128)
 
 
 def test_unknown_model_and_task_are_errors() -> None:

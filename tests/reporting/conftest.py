@@ -154,7 +154,7 @@ def _model(
         "name": name,
         "modality": str(modality),
         "architecture": "resnet18",
-        "input_size": 64,
+        "image_size": 64,
         "in_chans": 3 if modality is Modality.FUNDUS else 1,
         "mean": [0.5] * (3 if modality is Modality.FUNDUS else 1),
         "std": [0.25] * (3 if modality is Modality.FUNDUS else 1),

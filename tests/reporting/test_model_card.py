@@ -11,7 +11,7 @@ SPEC = {
     "name": "oct_cnn",
     "modality": "oct",
     "architecture": "resnet18",
-    "input_size": 64,
+    "image_size": 64,
     "in_chans": 1,
     "mean": (0.5,),
     "std": (0.25,),

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from retina_core.models import create_model
+from retina_core.models.device import seed_everything
 from retina_core.storage import LocalObjectStore
-from retina_core.training.loop import fit, seed_everything
+from retina_core.training.loop import fit
 from tests.training.helpers import blob_split
 from tests.training.test_resume import SETTINGS
 

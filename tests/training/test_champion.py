@@ -24,7 +24,7 @@ def test_a_champion_trained_on_other_preprocessing_is_judged_on_its_registered_f
     real_eval = run._predict_eval
 
     def counting(model: RetinaClassifier, *args: Any, **kwargs: Any) -> Any:
-        evaluated.append(model.spec.input_size)
+        evaluated.append(model.spec.image_size)
         return real_eval(model, *args, **kwargs)
 
     monkeypatch.setattr(run, "_predict_eval", counting)

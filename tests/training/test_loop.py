@@ -8,9 +8,11 @@ import torch
 
 from retina_core.config import ModalityTrainSettings
 from retina_core.models import create_model
+from retina_core.models.device import seed_everything
+from retina_core.models.inference import predict_logits
 from retina_core.storage import LocalObjectStore
 from retina_core.training import checkpoint as ckpt
-from retina_core.training.loop import fit, predict_logits, seed_everything
+from retina_core.training.loop import fit
 from retina_core.training.schedule import lr_factor
 from tests.training.helpers import blob_split
 

@@ -1,11 +1,23 @@
-"""Device, precision and loader settings: CUDA + AMP + pinned memory when present, lean on CPU."""
+"""Where and how a model runs: CUDA + AMP + pinned memory when present, lean on CPU; seeded.
+
+Shared by training and inference (prediction, embedding, Grad-CAM), so neither imports the other.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
+import numpy as np
 import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python; called before model init and at every epoch start."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def select_device(preference: str = "auto") -> torch.device:
