@@ -11,6 +11,7 @@ import torch
 from retina_core.config import write_settings_file
 from retina_core.data.synthetic import SynthSpec
 from retina_core.domain import Modality
+from tests.flows.conftest import flow_run_artifacts
 from tests.fusion.world import World, build_world, register_stand_in
 
 SPEC = SynthSpec(fundus=40, oct=60, pairs=0, size=64, seed=7)
@@ -29,18 +30,9 @@ def world(tmp_path: Path) -> Iterator[World]:
     torch.set_num_threads(before)
 
 
-def _artifacts(flow_run_id: object) -> dict[str, object]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: a for a in found}
-
-
-def test_embed_then_fusion_flow_map_shards_and_publish_artifacts(prefect_api: None, world: World) -> None:
+def test_embed_then_fusion_flow_map_shards_and_publishflow_run_artifacts(
+    prefect_api: None, world: World
+) -> None:
     from flows.embed import EmbedParams, embed_flow
     from flows.fusion import FusionParams, train_fusion_flow
 
@@ -49,7 +41,7 @@ def test_embed_then_fusion_flow_map_shards_and_publish_artifacts(prefect_api: No
     assert state.is_completed()
     report = state.result()
     assert (report.fundus.computed, report.oct.computed) == (SPEC.fundus, SPEC.oct)
-    assert "embedding-cache" in _artifacts(state.state_details.flow_run_id)
+    assert "embedding-cache" in flow_run_artifacts(state.state_details.flow_run_id)
 
     state = train_fusion_flow(FusionParams(epochs=5, config_file=config), return_state=True)
     assert state.is_completed()
@@ -58,7 +50,7 @@ def test_embed_then_fusion_flow_map_shards_and_publish_artifacts(prefect_api: No
     assert fusion.embeddings is not None and fusion.embeddings.computed == 0  # the cache was warm
     assert fusion.embeddings.reused == SPEC.fundus + SPEC.oct
     assert {r.key for r in fusion.evaluation.rows} >= {"fusion", "shuffled_control", "late_fusion"}
-    artifacts = _artifacts(state.state_details.flow_run_id)
+    artifacts = flow_run_artifacts(state.state_details.flow_run_id)
     assert {"fusion-comparison", "fusion-comparison-table"} <= set(artifacts)
     markdown = artifacts["fusion-comparison"].data
     assert "VIRTUAL pairs" in markdown and "Shuffled-pair control" in markdown
