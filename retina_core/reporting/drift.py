@@ -10,7 +10,7 @@ from typing import Any
 
 from retina_core.drift.policy import RetrainDecision
 from retina_core.drift.result import DriftReport, FeatureDrift
-from retina_core.reporting.figures import _figure, _png
+from retina_core.reporting.figures import _figure, to_png
 from retina_core.reporting.format import format_estimate, metric_label
 
 _FONT = 7.5
@@ -108,7 +108,7 @@ def feature_png(feature: FeatureDrift, title: str) -> bytes:
     ax.set_ylabel("density", fontsize=_FONT)
     ax.tick_params(labelsize=_FONT)
     ax.legend(fontsize=_FONT)
-    return _png(fig)
+    return to_png(fig)
 
 
 def drift_figures(report: DriftReport) -> dict[str, bytes]:

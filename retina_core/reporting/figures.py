@@ -1,4 +1,8 @@
-"""The report's figures: pure functions from data to PNG bytes.
+"""The report's figures: pure functions from data to matplotlib figures, and to PNG bytes.
+
+Each figure has two entry points: ``*_figure`` builds the :class:`Figure` (what a test
+inspects: the lines, points and labels drawn from the data) and ``*_png`` renders that same
+figure to PNG bytes for the report.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot): no global
 figure state, so figures can be drawn from several threads or tasks at once and a failed
@@ -41,16 +45,17 @@ def _figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes at :data:`DPI`."""
     buffer = io.BytesIO()
     # no "Software" text chunk: the bytes then depend only on the data, not the matplotlib version
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
 
 
-def confusion_matrix_png(
+def confusion_matrix_figure(
     matrix: Sequence[Sequence[int]], label_names: Sequence[str], title: str = ""
-) -> bytes:
+) -> Figure:
     """Counts in each cell, coloured by the row-normalised share (recall per true class).
 
     Colouring by share rather than count keeps rare classes readable next to the majority
@@ -82,10 +87,17 @@ def confusion_matrix_png(
     ax.set_ylabel("True", fontsize=_FONT)
     ax.set_title(title or "Confusion matrix (row %)", fontsize=_FONT + 1)
     fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=_FONT - 1)
-    return _png(fig)
+    return fig
 
 
-def roc_png(series: Sequence[RocSeries], title: str = "ROC") -> bytes:
+def confusion_matrix_png(
+    matrix: Sequence[Sequence[int]], label_names: Sequence[str], title: str = ""
+) -> bytes:
+    """:func:`confusion_matrix_figure` as PNG bytes."""
+    return to_png(confusion_matrix_figure(matrix, label_names, title))
+
+
+def roc_figure(series: Sequence[RocSeries], title: str = "ROC") -> Figure:
     """One curve per series, its AUC and 95% CI in the legend; the chance diagonal for scale."""
     fig = _figure()
     ax = fig.add_subplot()
@@ -100,7 +112,12 @@ def roc_png(series: Sequence[RocSeries], title: str = "ROC") -> bytes:
     ax.tick_params(labelsize=_FONT)
     ax.set_title(title, fontsize=_FONT + 1)
     ax.legend(fontsize=_FONT - 1.5, loc="lower right")
-    return _png(fig)
+    return fig
+
+
+def roc_png(series: Sequence[RocSeries], title: str = "ROC") -> bytes:
+    """:func:`roc_figure` as PNG bytes."""
+    return to_png(roc_figure(series, title))
 
 
 def _reliability_points(bins: Sequence[ReliabilityBin]) -> tuple[list[float], list[float]]:
@@ -108,11 +125,11 @@ def _reliability_points(bins: Sequence[ReliabilityBin]) -> tuple[list[float], li
     return [float(b.confidence) for b in filled], [float(b.accuracy) for b in filled]
 
 
-def reliability_png(
+def reliability_figure(
     before: Sequence[ReliabilityBin],
     after: Sequence[ReliabilityBin] | None = None,
     temperature: float | None = None,
-) -> bytes:
+) -> Figure:
     """Accuracy against confidence per bin, before and (when fitted) after temperature scaling.
 
     Empty bins are skipped rather than drawn at zero, which would read as badly calibrated.
@@ -131,10 +148,19 @@ def reliability_png(
     ax.tick_params(labelsize=_FONT)
     ax.set_title("Reliability diagram", fontsize=_FONT + 1)
     ax.legend(fontsize=_FONT - 1, loc="upper left", framealpha=0.6)
-    return _png(fig)
+    return fig
 
 
-def training_curves_png(curves: TrainingCurves) -> bytes:
+def reliability_png(
+    before: Sequence[ReliabilityBin],
+    after: Sequence[ReliabilityBin] | None = None,
+    temperature: float | None = None,
+) -> bytes:
+    """:func:`reliability_figure` as PNG bytes."""
+    return to_png(reliability_figure(before, after, temperature))
+
+
+def training_curves_figure(curves: TrainingCurves) -> Figure:
     """Losses on the left axis, the validation metric on the right, by epoch (1-based)."""
     fig = _figure()
     ax = fig.add_subplot()
@@ -160,7 +186,12 @@ def training_curves_png(curves: TrainingCurves) -> bytes:
     if handles:
         ax.legend(handles=handles, fontsize=_FONT - 1, loc="center right")
     ax.set_title("Training curves", fontsize=_FONT + 1)
-    return _png(fig)
+    return fig
+
+
+def training_curves_png(curves: TrainingCurves) -> bytes:
+    """:func:`training_curves_figure` as PNG bytes."""
+    return to_png(training_curves_figure(curves))
 
 
 def _forest_left(rows: Sequence[ComparisonRow]) -> float:
@@ -170,7 +201,7 @@ def _forest_left(rows: Sequence[ComparisonRow]) -> float:
     return max(0.0, min([0.5, *lows]) - 0.05)
 
 
-def forest_png(rows: Sequence[ComparisonRow], title: str = "AUC with 95% CI") -> bytes:
+def forest_figure(rows: Sequence[ComparisonRow], title: str = "AUC with 95% CI") -> Figure:
     """AUC per comparison row with its interval; rows without a defined AUC are marked, not dropped."""
     fig = _figure((FIGSIZE[0], max(FIGSIZE[1] * 0.6, 0.9 + 0.32 * len(rows))))
     ax = fig.add_subplot()
@@ -189,4 +220,9 @@ def forest_png(rows: Sequence[ComparisonRow], title: str = "AUC with 95% CI") ->
     ax.set_xlabel("AUC (normal vs disease)", fontsize=_FONT)
     ax.tick_params(axis="x", labelsize=_FONT)
     ax.set_title(title, fontsize=_FONT + 1)
-    return _png(fig)
+    return fig
+
+
+def forest_png(rows: Sequence[ComparisonRow], title: str = "AUC with 95% CI") -> bytes:
+    """:func:`forest_figure` as PNG bytes."""
+    return to_png(forest_figure(rows, title))
