@@ -84,11 +84,64 @@ def oct_model() -> RetinaClassifier:
     return create_model("oct_cnn", architecture="resnet18", image_size=64)
 
 
+PLANTED_SIDE = 12
+PLANTED_AT = ((6, 40), (38, 10))
+"""Top-left corners of the bright square planted in each test image (64 px, far apart)."""
+
+
+@pytest.fixture(scope="module")
+def planted_oct_model() -> RetinaClassifier:
+    """The registry's OCT model, made so that class 3 is plainly "something is there".
+
+    Everything up to the CAM layer (``layer2``) keeps its random weights. After it, resnet18's
+    ``layer3``/``layer4`` get non-negative conv weights and unit BatchNorm scales (timm
+    zero-initialises each block's last one) and the head's class-3 row is made non-negative,
+    so the class-3 logit grows with every activation at the CAM layer. On a blank image
+    with one bright square, the only activations are the square's, so a faithful map of any
+    method peaks on the square, and an all-zero or constant map cannot pass.
+    """
+    torch.manual_seed(0)
+    model = create_model("oct_cnn", architecture="resnet18", image_size=64)
+    backbone = model.backbone
+    with torch.no_grad():
+        for stage in (backbone.layer3, backbone.layer4):
+            for module in stage.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.weight.abs_()
+                elif isinstance(module, nn.BatchNorm2d):
+                    module.weight.fill_(1.0)
+        backbone.get_classifier().weight[3].abs_()
+    return model
+
+
+def planted_images() -> tuple[Tensor, np.ndarray]:
+    """Blank one-channel images, each with one bright square at ``PLANTED_AT``; images and masks."""
+    images = torch.zeros(len(PLANTED_AT), 1, 64, 64)
+    masks = np.zeros((len(PLANTED_AT), 64, 64), dtype=bool)
+    for i, (top, left) in enumerate(PLANTED_AT):
+        images[i, :, top : top + PLANTED_SIDE, left : left + PLANTED_SIDE] = 3.0
+        masks[i, top : top + PLANTED_SIDE, left : left + PLANTED_SIDE] = True
+    return images, masks
+
+
 @pytest.mark.parametrize("method", list(CamMethod))
-def test_each_method_runs_on_a_registry_model(oct_model: RetinaClassifier, method: CamMethod) -> None:
-    result = compute_cams(oct_model, torch.randn(1, 1, 64, 64), targets=[3], method=str(method))
-    assert_valid_maps(result.maps, 1, 64, peaks=False)
-    assert result.method is method and result.targets == [3]
+def test_each_method_runs_on_a_registry_model(planted_oct_model: RetinaClassifier, method: CamMethod) -> None:
+    images, masks = planted_images()
+    result = compute_cams(planted_oct_model, images, targets=[3, 3], method=str(method))
+
+    assert_valid_maps(result.maps, 2, 64)
+    assert result.method is method and result.targets == [3, 3]
+    assert result.layer == planted_oct_model.spec.cam_layer
+    for cam, mask in zip(result.maps, masks, strict=True):
+        assert cam.max() - cam.min() > 0.9, "a map must not be constant"
+        inside, outside = float(cam[mask].mean()), float(cam[~mask].mean())
+        if method is CamMethod.EIGENCAM:
+            # a principal component's sign is arbitrary: the square must stand out, either way
+            assert abs(inside - outside) > 0.4, (inside, outside)
+            continue
+        # within one cell of the CAM layer (stride 8): the map is upsampled from an 8 x 8 grid
+        assert pointing_game_hit(cam, mask, tolerance_px=8), "the peak must be on the planted square"
+        assert inside > 5 * outside, (inside, outside)
 
 
 @pytest.mark.parametrize("method", list(CamMethod))
@@ -220,6 +273,20 @@ def fusion_parts() -> tuple[LinearFusionHead, RetinaClassifier, RetinaClassifier
     return head, fundus, octm
 
 
+def encoder_reading_its_slice(
+    encoder: RetinaClassifier, head: LinearFusionHead, start: int
+) -> RetinaClassifier:
+    """A copy of ``encoder`` whose own classifier is the fusion head's weights for its embedding."""
+    reference = copy.deepcopy(encoder)
+    width = encoder.spec.embedding_dim
+    classifier = nn.Linear(width, 2)
+    with torch.no_grad():
+        classifier.weight.copy_(head.linear.weight[:, start : start + width])
+        classifier.bias.zero_()
+    reference.backbone.fc = classifier
+    return reference
+
+
 def test_fusion_cams_map_both_modalities(
     fusion_parts: tuple[LinearFusionHead, RetinaClassifier, RetinaClassifier],
 ) -> None:
@@ -230,6 +297,18 @@ def test_fusion_cams_map_both_modalities(
 
     assert_valid_maps(fundus_map, 3, 64)
     assert_valid_maps(oct_map, 3, 48)
+    # With a linear head, the disease logit's gradient at an encoder's layer is that of the
+    # head's slice for this modality: the encoder with that slice as its own classifier,
+    # explained the ordinary way, is an independent reference for each fusion map.
+    fundus_ref = encoder_reading_its_slice(fundus, head, 0)
+    oct_ref = encoder_reading_its_slice(octm, head, fundus.spec.embedding_dim)
+    np.testing.assert_allclose(
+        fundus_map, compute_cams(fundus_ref, fundus_img, targets=[1] * 3).maps, atol=1e-4
+    )
+    np.testing.assert_allclose(oct_map, compute_cams(oct_ref, oct_img, targets=[1] * 3).maps, atol=1e-4)
+    assert (fundus_map.reshape(3, -1).std(axis=1) > 0.05).all() and (
+        oct_map.reshape(3, -1).std(axis=1) > 0.05
+    ).all()
     assert all(not p.requires_grad for p in fundus.parameters()), "frozen encoders stay frozen"
     single_fundus, single_oct = fusion_cams(head, fundus, octm, fundus_img[0], oct_img[0])
     assert single_fundus.shape == (64, 64) and single_oct.shape == (48, 48)

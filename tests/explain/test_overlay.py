@@ -21,10 +21,36 @@ def centre_cam(height: int, width: int) -> np.ndarray:
 
 
 def test_overlay_is_rgb_uint8_for_grey_and_colour_images() -> None:
-    for image in (gradient_image(channels=None), gradient_image(channels=1), gradient_image(channels=3)):
-        result = overlay(image, centre_cam(48, 40))
+    results = [
+        overlay(image, centre_cam(48, 40))
+        for image in (gradient_image(channels=None), gradient_image(channels=1), gradient_image(channels=3))
+    ]
+    for result in results:
         assert result.shape == (48, 40, 3)
         assert result.dtype == np.uint8
+    # a grey image is drawn as its RGB copy, whichever way its channel is given
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_overlay_shows_the_heat_where_the_map_is_and_the_image_everywhere() -> None:
+    cam = np.zeros((48, 40), dtype=np.float32)
+    cam[:, 20:] = 1.0  # hot right half, cold left half
+    dark, bright = np.full((48, 40, 3), 40, np.uint8), np.full((48, 40, 3), 200, np.uint8)
+    on_dark, on_bright = overlay(dark, cam).astype(int), overlay(bright, cam).astype(int)
+    # jet: hot is red, cold is blue, on either image
+    for result in (on_dark, on_bright):
+        assert (result[:, 25:, 0] > result[:, 25:, 2] + 50).all()
+        assert (result[:, :15, 2] > result[:, :15, 0] + 50).all()
+    # the image shows through everywhere: a brighter photo gives a brighter overlay
+    assert (on_bright.sum(axis=2) > on_dark.sum(axis=2)).all()
+    # colour photos keep their channel order (RGB in, RGB out)
+    photo = np.zeros((48, 40, 3), np.uint8)
+    photo[:24, :, 0] = 255  # top half red
+    photo[24:, :, 2] = 255  # bottom half blue
+    flat = overlay(photo, np.full((48, 40), 0.5, np.float32)).astype(int)
+    assert flat[:24, :, 0].mean() > flat[24:, :, 0].mean() + 50
+    assert flat[24:, :, 2].mean() > flat[:24, :, 2].mean() + 50
 
 
 def test_cam_at_model_size_is_resized_to_the_image() -> None:
