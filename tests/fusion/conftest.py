@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 from retina_core.data.synthetic import SynthSpec
 from retina_core.fusion.train import train_fusion
 from retina_core.results import FusionReport
-from tests.fusion.world import World, build_world
+from tests.fusion.world import World, build_world, copy_world
 
 PAIRED = SynthSpec(fundus=200, oct=200, pairs=400, size=128, seed=0, complementary_fraction=0.0)
 """400 same-eye pairs plus APTOS/Kermany-style sets; the encoders train on the train split
@@ -42,3 +43,10 @@ def paired_world(tmp_path_factory: pytest.TempPathFactory) -> World:
 @pytest.fixture(scope="session")
 def paired_report(paired_world: World) -> FusionReport:
     return train_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+
+
+@pytest.fixture
+def own_world(paired_world: World, paired_report: FusionReport, tmp_path: Path) -> World:
+    """A private copy of the paired world, its first fusion version included, for tests that
+    register or promote versions: the shared world's champion stays the one ``paired_report`` made."""
+    return copy_world(paired_world, tmp_path)

@@ -10,7 +10,7 @@ import pytest
 
 import retina_core.catalog.challenge as challenge
 from benchmarks.fusion_stage import fusion_stage
-from retina_core.catalog.registry import decided, history, list_versions
+from retina_core.catalog.registry import champion, decided, history, list_versions
 from retina_core.fusion.train import MODEL_NAME, NotEnoughPairs, resolve_pairing, train_fusion
 from retina_core.models.fusion import ConcatMLPFusion, load_head
 from retina_core.results import FusionReport
@@ -106,46 +106,48 @@ def test_same_inputs_reuse_the_version(paired_world: World, paired_report: Fusio
 
 
 def test_forced_virtual_pairing_is_reported_and_judged_against_the_champion(
-    paired_world: World, paired_report: FusionReport
+    own_world: World, paired_world: World, paired_report: FusionReport
 ) -> None:
-    settings = paired_world.settings.model_copy(
-        update={"fusion": paired_world.settings.fusion.model_copy(update={"pairing": "virtual"})}
+    settings = own_world.settings.model_copy(
+        update={"fusion": own_world.settings.fusion.model_copy(update={"pairing": "virtual"})}
     )
-    report = train_fusion(settings, paired_world.engine, paired_world.store)
+    report = train_fusion(settings, own_world.engine, own_world.store)
     assert report.pairing == "virtual" and not report.reused and report.version != paired_report.version
     assert report.evaluation.pairing_note.startswith("Virtual pairs")
     assert all(r.pairs in {"virtual", "shuffled"} for r in report.evaluation.rows)
     assert report.decision is not None and "re-measured on today's test pairs" in report.decision.reason
-    assert history(paired_world.engine, MODEL_NAME)[-1]["action"] in {"promote", "keep"}
+    assert history(own_world.engine, MODEL_NAME)[-1]["action"] in {"promote", "keep"}
+    shared = champion(paired_world.engine, MODEL_NAME)  # the copy kept the shared world as it was
+    assert shared is not None and shared.version == paired_report.version
 
 
 def test_a_run_killed_before_the_champion_rule_is_decided_by_the_next_run(
-    paired_world: World, paired_report: FusionReport, monkeypatch: pytest.MonkeyPatch
+    own_world: World, paired_report: FusionReport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Registration and the decision are two transactions; the rerun with the same inputs finishes the second."""
-    settings = paired_world.settings.model_copy(
-        update={"fusion": paired_world.settings.fusion.model_copy(update={"seed": 7})}
+    settings = own_world.settings.model_copy(
+        update={"fusion": own_world.settings.fusion.model_copy(update={"seed": 7})}
     )
 
     def killed(*_: object, **__: object) -> None:
         raise SystemExit("killed between registration and decision")
 
-    before = {v.version for v in list_versions(paired_world.engine, MODEL_NAME)}
+    before = {v.version for v in list_versions(own_world.engine, MODEL_NAME)}
     monkeypatch.setattr(challenge, "challenge_champion", killed)
     with pytest.raises(SystemExit):
-        train_fusion(settings, paired_world.engine, paired_world.store)
+        train_fusion(settings, own_world.engine, own_world.store)
     monkeypatch.undo()
-    [pending] = [v for v in list_versions(paired_world.engine, MODEL_NAME) if v.version not in before]
-    assert pending.status == "candidate" and not decided(paired_world.engine, MODEL_NAME, pending.version)
+    [pending] = [v for v in list_versions(own_world.engine, MODEL_NAME) if v.version not in before]
+    assert pending.status == "candidate" and not decided(own_world.engine, MODEL_NAME, pending.version)
 
-    again = train_fusion(settings, paired_world.engine, paired_world.store)
+    again = train_fusion(settings, own_world.engine, own_world.store)
     assert again.reused and again.version == pending.version
     assert again.decision is not None and again.decision.version == pending.version
-    assert decided(paired_world.engine, MODEL_NAME, pending.version)
+    assert decided(own_world.engine, MODEL_NAME, pending.version)
 
-    third = train_fusion(settings, paired_world.engine, paired_world.store)
+    third = train_fusion(settings, own_world.engine, own_world.store)
     assert third.reused and third.decision is None
-    assert [v.version for v in list_versions(paired_world.engine, MODEL_NAME)].count(pending.version) == 1
+    assert [v.version for v in list_versions(own_world.engine, MODEL_NAME)].count(pending.version) == 1
 
 
 def test_fusion_stage_times_a_warm_cache_against_recomputing(paired_world: World) -> None:

@@ -9,11 +9,15 @@ fusion logic needs to be checked honestly.
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from retina_core import verbs
 from retina_core.catalog.registry import ModelVersion, register_version
@@ -83,6 +87,28 @@ def build_world(
         for modality in Modality:
             train_modality(settings, modality, engine=engine, store=store)
     return World(settings, engine, store, synth, out)
+
+
+def copy_world(world: World, root: Path) -> World:
+    """The same catalog, store and registry under ``root``: a world one test may change.
+
+    Tests that register or promote versions run on a copy, so what they leave behind never
+    reaches the tests that read the shared world's champion, whatever order they run in.
+    The catalog is copied with SQLite's backup API (a consistent snapshot, WAL included).
+    """
+    catalog = make_url(str(world.settings.database_url)).database
+    assert catalog, "copy_world copies SQLite catalogs only"
+    home = root / "home"
+    shutil.copytree(world.settings.home, home, ignore=shutil.ignore_patterns(Path(catalog).name + "*"))
+    data = world.settings.model_dump() | {"home": home, "storage_url": None, "database_url": None}
+    settings = Settings.model_validate(data)
+    target = make_url(str(settings.database_url)).database
+    assert target
+    with closing(sqlite3.connect(catalog)) as source, closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
+    return World(
+        settings, verbs.catalog_engine(settings), verbs.curated_store(settings), world.synth, world.out
+    )
 
 
 def register_stand_in(world: World, modality: Modality, seed: int) -> ModelVersion:
