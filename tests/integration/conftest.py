@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 import tests.support.prefect  # noqa: F401  (sets the Prefect environment before prefect is imported)
 from retina_core.config import Settings
 from tests.support.moto import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
-from tests.support.postgres import fresh_database
+from tests.support.postgres import fresh_database, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 # deployments/ is not an installed package; `python -m pytest` has the root on sys.path, `pytest` not.
@@ -52,9 +52,9 @@ SMALL_RETRAIN = {
 class ServiceDatabases:
     """Where the Prefect server and the catalog keep their data for this test."""
 
+    backend: str  # "sqlite" or "postgres": the test's parameter, never a silent fallback
     prefect_url: str | None  # None: SQLite under the server's PREFECT_HOME
     catalog_url: str
-    fallback_reason: str | None  # why PostgreSQL was not used; None when it was
 
 
 @dataclass(frozen=True)
@@ -82,31 +82,23 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-def _postgres_unusable() -> str | None:
-    if importlib.util.find_spec("asyncpg") is None:
-        return "asyncpg is not installed (the Prefect server's PostgreSQL driver)"
-    try:
-        with fresh_database():
-            pass
-    except pytest.skip.Exception as exc:
-        return str(exc.msg)
-    return None
-
-
 def asyncpg_url(url: str) -> str:
     """The Prefect server talks to PostgreSQL through asyncpg, the catalog through psycopg."""
     return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def service_databases(tmp_path: Path) -> Iterator[ServiceDatabases]:
-    """Two fresh PostgreSQL databases; SQLite only when PostgreSQL is unusable, and then said so."""
-    reason = _postgres_unusable()
-    if reason is not None:
-        yield ServiceDatabases(None, f"sqlite:///{tmp_path / 'catalog.db'}", reason)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def service_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceDatabases]:
+    """The deployed service on each database it supports: SQLite (what ``make serve`` uses by
+    default) and PostgreSQL (production). The PostgreSQL variant skips only when no server
+    listens and none is expected; it never runs on SQLite instead."""
+    if request.param == "sqlite":
+        yield ServiceDatabases("sqlite", None, f"sqlite:///{tmp_path / 'catalog.db'}")
         return
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (the Prefect server's PostgreSQL driver)")
     with fresh_database() as prefect_db, fresh_database() as catalog_db:
-        yield ServiceDatabases(asyncpg_url(prefect_db), catalog_db, None)
+        yield ServiceDatabases("postgres", asyncpg_url(prefect_db), catalog_db)
 
 
 def service_environment(settings: Settings, databases: ServiceDatabases) -> dict[str, str]:
