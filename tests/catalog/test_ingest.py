@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import multiprocessing as mp
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, event
 
 from retina_core import verbs
 from retina_core.catalog.repository import export_images
 from retina_core.config import Settings
 from retina_core.data.rejections import SourceError
 from retina_core.domain import Source
+from retina_core.results import IngestSummary
 from tests.support.files import aptos_folder, image_bytes, png_bomb, write
 from tests.support.postgres import fresh_database
 
@@ -185,12 +189,8 @@ def test_pairs_manifest(tmp_path: Path) -> None:
     assert rows[("fundus", "P1")]["split"] == rows[("oct", "P1")]["split"]
 
 
-def _ingest_in_process(home: str, location: str, database_url: str | None) -> dict[str, int]:
-    summary = verbs.ingest(make_settings(Path(home), database_url), Source.APTOS, location)
-    return {"accepted": summary.accepted, "known": summary.already_known}
-
-
-def _overlapping_sources(tmp_path: Path) -> tuple[Path, Path, int]:
+def _overlapping_sources(tmp_path: Path) -> tuple[Path, Path, int, set[str]]:
+    """Two APTOS folders sharing ten of their twenty images each; the shared images' hashes."""
     images = {f"img{i}": image_bytes(seed=100 + i) for i in range(30)}
     a = aptos_folder(
         tmp_path / "a",
@@ -202,22 +202,119 @@ def _overlapping_sources(tmp_path: Path) -> tuple[Path, Path, int]:
         [(k, str(i % 5)) for i, k in enumerate(images) if i >= 10],
         {k: v for i, (k, v) in enumerate(images.items()) if i >= 10},
     )
-    return a, b, len(images)
+    shared = {hashlib.sha256(v).hexdigest() for i, v in enumerate(images.values()) if 10 <= i < 20}
+    return a, b, len(images), shared
+
+
+class WriteRace:
+    """Forces two ingest transactions to overlap inside the catalog's write path.
+
+    PostgreSQL runs writers side by side: each ingest stops at a barrier right before it
+    inserts its first *shared* image, so both transactions are open, neither has committed,
+    and both then insert the same rows; only the conflict handling keeps one from failing.
+
+    SQLite admits one writer at a time (the other waits in its busy handler), so a barrier
+    inside both transactions would never be reached by the second. There the ingest that
+    first holds the write lock waits until the other's first INSERT has *started executing*
+    (SQLite's trace hook, called before the statement takes its lock): the second writer is
+    then certainly queued behind an open transaction. ``events`` records the order seen.
+    """
+
+    FIRST_WRITE = "INSERT INTO ingest_runs"
+
+    def __init__(self, engine: Engine, shared: set[str]) -> None:
+        self.engine = engine
+        self.shared = shared
+        self.postgres = engine.dialect.name == "postgresql"
+        self.barrier = threading.Barrier(2, timeout=60)
+        self.changed = threading.Condition()
+        self.events: list[tuple[str, str]] = []
+        self.met_at_barrier: set[str] = set()
+        self._holder: str | None = None
+
+    def _note(self, what: str) -> None:
+        with self.changed:
+            self.events.append((threading.current_thread().name, what))
+            self.changed.notify_all()
+
+    def _seen(self, what: str, other_than: str) -> bool:
+        return any(who != other_than and event == what for who, event in self.events)
+
+    def before(self, conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        me = threading.current_thread().name
+        if self.postgres:
+            if (
+                statement.startswith("INSERT INTO images")
+                and parameters.get("sha256") in self.shared
+                and me not in self.met_at_barrier
+            ):
+                self.met_at_barrier.add(me)
+                self.barrier.wait()  # both transactions open, about to insert the same image
+        elif statement.startswith(self.FIRST_WRITE):
+            conn.connection.dbapi_connection.set_trace_callback(self._trace)
+
+    def _trace(self, sql: str) -> None:
+        if sql.startswith(self.FIRST_WRITE):
+            self._note("first write executing")
+
+    def after(self, conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if self.postgres or not statement.startswith(self.FIRST_WRITE):
+            return
+        me = threading.current_thread().name
+        self._note("holds the write lock")
+        with self.changed:
+            if self._holder is None:  # the first writer waits, lock held, for the other to queue up
+                self._holder = me
+                if not self.changed.wait_for(lambda: self._seen("first write executing", me), timeout=60):
+                    raise TimeoutError("the other ingest never started writing")
+
+    def commit(self, conn) -> None:  # type: ignore[no-untyped-def]
+        self._note("committed")
+
+    def __enter__(self) -> WriteRace:
+        event.listen(self.engine, "before_cursor_execute", self.before)
+        event.listen(self.engine, "after_cursor_execute", self.after)
+        event.listen(self.engine, "commit", self.commit)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self.before)
+        event.remove(self.engine, "after_cursor_execute", self.after)
+        event.remove(self.engine, "commit", self.commit)
+
+    def assert_overlapped(self) -> None:
+        if self.postgres:
+            assert self.met_at_barrier == {"ingest-a", "ingest-b"}
+            return
+        holder = self._holder
+        assert holder is not None
+        other = "ingest-b" if holder == "ingest-a" else "ingest-a"
+        order = [e for e in self.events if e[1] != "first write executing" or e[0] == other]
+        first = order.index((other, "first write executing"))
+        # the other's write began while the holder's transaction was open, and finished after it committed
+        assert order.index((holder, "holds the write lock")) < first < order.index((holder, "committed"))
+        assert order.index((holder, "committed")) < order.index((other, "holds the write lock"))
 
 
 def _race(tmp_path: Path, database_url: str | None) -> None:
-    a, b, total = _overlapping_sources(tmp_path)
-    home = str(tmp_path / "home")
-    verbs.catalog_engine(make_settings(Path(home), database_url))  # schema first; the race is on rows
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        results = pool.starmap(
-            _ingest_in_process, [(home, str(a), database_url), (home, str(b), database_url)]
-        )
-    rows = export_images(verbs.catalog_engine(make_settings(Path(home), database_url)))
+    a, b, total, shared = _overlapping_sources(tmp_path)
+    settings = make_settings(tmp_path / "home", database_url)
+    engine = verbs.catalog_engine(settings)  # schema first; the race is on rows
+    results: dict[str, IngestSummary] = {}
+
+    def ingest(name: str, location: Path) -> None:
+        threading.current_thread().name = name
+        results[name] = verbs.ingest(settings, Source.APTOS, str(location))
+
+    with WriteRace(engine, shared) as race, ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(ingest, "ingest-a", a), pool.submit(ingest, "ingest-b", b)]:
+            future.result()
+    race.assert_overlapped()
+    rows = export_images(engine)
     assert len(rows) == total == len({r["sha256"] for r in rows})
-    assert sum(r["accepted"] for r in results) == total
-    assert sum(r["known"] for r in results) == 40 - total
+    assert sum(r.accepted for r in results.values()) == total
+    assert sum(r.already_known for r in results.values()) == 40 - total
+    assert all(not r.quarantined for r in results.values())
 
 
 def test_two_concurrent_ingests_register_each_image_once_sqlite(tmp_path: Path) -> None:
