@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import deployments.stack as stack_module
 from deployments.stack import (
     GPU_POOL,
     LOCAL_POOL,
@@ -155,7 +156,9 @@ def wait_until_gone(pids: list[int], timeout_s: float) -> list[int]:
 
 
 @pytest.mark.slow
-def test_local_stack_serves_deploys_polls_and_stops_completely(stack: LocalStack) -> None:
+def test_local_stack_serves_deploys_polls_and_stops_completely(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert stack.healthy()
     pool = stack.work_pool(LOCAL_POOL)
     assert pool is not None and pool.type == "process"
@@ -168,12 +171,25 @@ def test_local_stack_serves_deploys_polls_and_stops_completely(stack: LocalStack
 
     processes = dict(stack.processes)
     assert set(processes) == {"server", "worker"}
-    tree = [pid for process in processes.values() for pid in (process.pid, *descendants(process.pid))]
-    started = time.monotonic()
+    trees = {name: [p.pid, *descendants(p.pid)] for name, p in processes.items()}
+    names = {p.pid: name for name, p in processes.items()}
+    seen: list[tuple[str, bool, list[int]]] = []  # (stopping, server answers, worker tree pids alive)
+    real_stop = stack_module.stop_process
+
+    def recording_stop(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        alive = [pid for pid in trees["worker"] if pid_alive(pid)]
+        seen.append((names[process.pid], stack.healthy(), alive))
+        real_stop(process, timeout_s)
+
+    monkeypatch.setattr(stack_module, "stop_process", recording_stop)
     stack.stop()
-    assert time.monotonic() - started < 25
+
+    # The worker stops first, while the server still answers (it can report its runs' states),
+    # and is gone, children included, before the server is asked to stop.
+    assert [(name, answering) for name, answering, _ in seen] == [("worker", True), ("server", True)]
+    assert seen[1][2] == [], "the worker's process tree outlived its stop"
     assert all(process.poll() is not None for process in processes.values())
-    assert wait_until_gone(tree, 5) == []
+    assert wait_until_gone(trees["server"] + trees["worker"], 30) == []
     assert not stack.healthy()
 
 
