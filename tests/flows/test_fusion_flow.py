@@ -11,7 +11,7 @@ import torch
 from retina_core.config import write_settings_file
 from retina_core.data.synthetic import SynthSpec
 from retina_core.domain import Modality
-from tests.flows.conftest import flow_run_artifacts
+from tests.flows.conftest import assert_form, flow_run_artifacts
 from tests.fusion.world import World, build_world, register_stand_in
 
 SPEC = SynthSpec(fundus=40, oct=60, pairs=0, size=64, seed=7)
@@ -57,15 +57,25 @@ def test_embed_then_fusion_flow_map_shards_and_publishflow_run_artifacts(
 
 
 def test_flow_parameters_render_a_form_schema() -> None:
-    from prefect.utilities.callables import parameter_schema
+    from flows.embed import EmbedParams, embed_flow
+    from flows.fusion import FusionParams, train_fusion_flow
 
-    from flows.embed import embed_flow
-    from flows.fusion import train_fusion_flow
-
-    fusion = parameter_schema(train_fusion_flow.fn).model_dump()["definitions"]["FusionParams"]["properties"]
-    assert fusion["pairing"]["description"] and fusion["pairing"]["default"] is None
-    embed = parameter_schema(embed_flow.fn).model_dump()["definitions"]["EmbedParams"]["properties"]
-    assert embed["shard_size"]["description"]
+    assert_form(
+        train_fusion_flow,
+        FusionParams,
+        {
+            "config_file": "string | null",
+            "pairing": "enum(auto,virtual,real) | null",
+            "head": "enum(concat_mlp,gated) | null",
+            "epochs": "integer | null",
+            "seed": "integer | null",
+        },
+    )
+    assert_form(
+        embed_flow,
+        EmbedParams,
+        {"config_file": "string | null", "shard_size": "integer | null", "batch_size": "integer | null"},
+    )
 
 
 def test_only_store_and_database_outages_are_retried() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from retina_core.config import Settings, write_settings_file
 from retina_core.domain import Source
+from tests.flows.conftest import assert_form
 from tests.support.files import aptos_folder, image_bytes
 
 
@@ -51,11 +52,16 @@ def test_ingest_flow_maps_chunks_and_emits_dataset_updated(
 
 
 def test_flow_parameters_render_a_form_schema() -> None:
-    from prefect.utilities.callables import parameter_schema
+    from flows.ingest import IngestParams, ingest_flow
 
-    from flows.ingest import ingest_flow
-
-    schema = parameter_schema(ingest_flow.fn).model_dump()
-    props = schema["definitions"]["IngestParams"]["properties"]
-    assert props["location"]["description"] and props["chunk_size"]["default"] == 64
-    assert set(props["source"].get("enum", [])) or "allOf" in props["source"] or "$ref" in props["source"]
+    assert_form(
+        ingest_flow,
+        IngestParams,
+        {
+            "config_file": "string | null",
+            "source": "enum(aptos,kermany,pairs)",
+            "location": "string",
+            "chunk_size": "integer",
+            "emit": "boolean",
+        },
+    )

@@ -10,7 +10,7 @@ import pytest
 from retina_core import api
 from retina_core.config import Settings
 from retina_core.reporting import ReportData
-from tests.flows.conftest import flow_run_artifacts
+from tests.flows.conftest import assert_form, flow_run_artifacts
 from tests.reporting.helpers import Page
 
 
@@ -64,3 +64,9 @@ def test_report_flow_fails_for_a_run_without_data(prefect_api: None, settings: S
     assert state.is_failed()
     with pytest.raises(NoReport, match="run-never"):
         state.result()
+
+
+def test_report_form_asks_only_for_the_run() -> None:
+    from flows.report import ReportParams, report_flow
+
+    assert_form(report_flow, ReportParams, {"config_file": "string | null", "run_id": "string | null"})
