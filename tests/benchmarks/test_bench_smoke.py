@@ -13,30 +13,57 @@ from pathlib import Path
 import pytest
 
 import benchmarks
+from benchmarks import harness
 from benchmarks.fixtures import BenchContext
 from benchmarks.harness import BenchmarkResult, Budget, Samples, Side, Target, interleave, not_run
 from benchmarks.report import COLUMNS, markdown_table
 from benchmarks.run import Benchmark, run_all, select
 
 
-def test_sides_alternate_with_warmups_first_and_setup_outside_the_clock() -> None:
+class FakeClock:
+    """``time.perf_counter`` for the harness: moves only when a side says it spent time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_sides_alternate_with_warmups_first_and_setup_outside_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(harness, "time", clock)
     calls: list[str] = []
+    run_seconds = {"a": 2.0, "b": 0.5}
 
     def side(name: str) -> Side:
-        return Side(
-            name,
-            lambda state: calls.append(f"{name}:{state}"),
-            setup=lambda: calls.append(f"setup-{name}") or name.upper(),
-            teardown=lambda state: calls.append(f"teardown-{state}"),
-        )
+        def run(state: str) -> None:
+            calls.append(f"{name}:{state}")
+            clock.spend(run_seconds[name])
 
-    baseline, ours = interleave(side("a"), side("b"), Budget(3, 3, 60, warmup=1))
+        def setup() -> str:
+            calls.append(f"setup-{name}")
+            clock.spend(100.0)  # untimed: must not reach the samples
+            return name.upper()
+
+        def teardown(state: str) -> None:
+            calls.append(f"teardown-{state}")
+            clock.spend(1000.0)  # untimed too
+
+        return Side(name, run, setup=setup, teardown=teardown)
+
+    baseline, ours = interleave(side("a"), side("b"), Budget(3, 3, 1e9, warmup=1))
 
     runs = [c for c in calls if ":" in c]
     assert runs == ["a:A", "b:B"] * 4  # one warm-up round, then three timed rounds, A B A B
     assert calls[:3] == ["setup-a", "a:A", "teardown-A"]
-    assert len(baseline.seconds) == len(ours.seconds) == 3
-    assert all(s >= 0 for s in baseline.seconds + ours.seconds)
+    # each sample is exactly its side's run, without its setup or teardown
+    assert baseline.seconds == [2.0] * 3 and ours.seconds == [0.5] * 3
 
 
 def test_budget_stops_after_min_reps_once_time_is_spent() -> None:
@@ -104,8 +131,11 @@ def test_run_all_writes_json_and_a_table_row_per_benchmark(tmp_path: Path) -> No
         + (sorted(trivial["ours"]["seconds"])[1] - sorted(trivial["ours"]["seconds"])[0]) / 2
     )
     assert trivial["target"] == {"kind": "speedup", "bound": 1.0}
-    assert isinstance(trivial["met"], bool) and trivial["ratio"] > 0
-    assert len(trivial["paired_ratios"]) == 2
+    # the row's figures follow from its own samples: ratio of medians, pairwise ratios, verdict
+    base_s, ours_s = trivial["baseline"]["seconds"], trivial["ours"]["seconds"]
+    assert trivial["ratio"] == pytest.approx(trivial["baseline"]["median_s"] / trivial["ours"]["median_s"])
+    assert trivial["paired_ratios"] == pytest.approx([b / o for b, o in zip(base_s, ours_s, strict=True)])
+    assert trivial["met"] is (trivial["ratio"] >= 1.0)
     assert absent["status"] == "not run" and absent["met"] is None
     assert broken["status"] == "error" and "boom" in broken["reason"]
     assert not list(tmp_path.glob("retina-bench-*")), "the run's temporary folder must be removed"
