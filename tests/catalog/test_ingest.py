@@ -289,11 +289,10 @@ class WriteRace:
         holder = self._holder
         assert holder is not None
         other = "ingest-b" if holder == "ingest-a" else "ingest-a"
-        order = [e for e in self.events if e[1] != "first write executing" or e[0] == other]
-        first = order.index((other, "first write executing"))
-        # the other's write began while the holder's transaction was open, and finished after it committed
-        assert order.index((holder, "holds the write lock")) < first < order.index((holder, "committed"))
-        assert order.index((holder, "committed")) < order.index((other, "holds the write lock"))
+        first_write, committed = (other, "first write executing"), (holder, "committed")
+        # the other's write began before the holder committed, and got the lock only after that commit
+        assert self.events.index(first_write) < self.events.index(committed)
+        assert self.events.index(committed) < self.events.index((other, "holds the write lock"))
 
 
 def _race(tmp_path: Path, database_url: str | None) -> None:
