@@ -38,7 +38,12 @@ def form_fields(flow: Any, model: str) -> dict[str, tuple[str, str | None]]:
     """
     from prefect.utilities.callables import parameter_schema
 
-    definitions = parameter_schema(flow.fn).model_dump()["definitions"]
+    schema = parameter_schema(flow.fn).model_dump()
+    # the form is the one parameter model: no settings object, URLs or credentials beside it
+    assert set(schema["properties"]) == {"params"}, (
+        f"{flow.name} takes more than its form: {schema['properties']}"
+    )
+    definitions = schema["definitions"]
 
     def kind(prop: dict[str, Any]) -> str:
         if "$ref" in prop:

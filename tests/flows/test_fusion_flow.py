@@ -65,6 +65,7 @@ def test_flow_parameters_render_a_form_schema() -> None:
         FusionParams,
         {
             "config_file": "string | null",
+            "quick": "boolean",
             "pairing": "enum(auto,virtual,real) | null",
             "head": "enum(concat_mlp,gated) | null",
             "epochs": "integer | null",
@@ -74,7 +75,12 @@ def test_flow_parameters_render_a_form_schema() -> None:
     assert_form(
         embed_flow,
         EmbedParams,
-        {"config_file": "string | null", "shard_size": "integer | null", "batch_size": "integer | null"},
+        {
+            "config_file": "string | null",
+            "quick": "boolean",
+            "shard_size": "integer | null",
+            "batch_size": "integer | null",
+        },
     )
 
 

@@ -59,6 +59,7 @@ def test_flow_parameters_render_a_form_schema() -> None:
         IngestParams,
         {
             "config_file": "string | null",
+            "quick": "boolean",
             "source": "enum(aptos,kermany,pairs)",
             "location": "string",
             "chunk_size": "integer",

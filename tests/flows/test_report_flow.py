@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from retina_core import api
-from retina_core.config import Settings
+from retina_core import verbs
+from retina_core.config import Settings, write_settings_file
 from retina_core.reporting import ReportData
 from tests.flows.conftest import assert_form, flow_run_artifacts
 from tests.reporting.helpers import Page
@@ -18,14 +18,22 @@ def _stored_run(run_id: str, note: str) -> ReportData:
     return ReportData(run_id=run_id, created_at=datetime(2024, 5, 1, tzinfo=UTC), notes=[note])
 
 
+def _config(settings: Settings) -> str:
+    return str(settings.home.parent / "settings.yaml")
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Two runs' report data: the older beside its report folder, the newer only in the store."""
+    """Two runs' report data: the older beside its report folder, the newer only in the store.
+
+    The flow reads its settings from the file its form names, as a worker would.
+    """
     settings = Settings(home=tmp_path / "home")
+    write_settings_file(settings, tmp_path / "settings.yaml")
     older = settings.home / "reports" / "run-2024-a" / "report.json"
     older.parent.mkdir(parents=True)
     older.write_text(_stored_run("run-2024-a", "the older run").to_json())
-    api.curated_store(settings).put_bytes(
+    verbs.curated_store(settings).put_bytes(
         "reports/run-2024-b/report.json", _stored_run("run-2024-b", "the newer run").to_json().encode()
     )
     return settings
@@ -34,7 +42,7 @@ def settings(tmp_path: Path) -> Settings:
 def test_report_flow_writes_the_newest_run_and_links_it(prefect_api: None, settings: Settings) -> None:
     from flows.report import ReportParams, report_flow
 
-    state = report_flow(ReportParams(), settings=settings, return_state=True)
+    state = report_flow(ReportParams(config_file=_config(settings)), return_state=True)
 
     assert state.is_completed()
     path = state.result()
@@ -48,7 +56,7 @@ def test_report_flow_writes_the_newest_run_and_links_it(prefect_api: None, setti
 def test_report_flow_writes_the_run_it_is_asked_for(prefect_api: None, settings: Settings) -> None:
     from flows.report import ReportParams, report_flow
 
-    path = report_flow(ReportParams(run_id="run-2024-a"), settings=settings)
+    path = report_flow(ReportParams(run_id="run-2024-a", config_file=_config(settings)))
 
     assert path == settings.home / "reports" / "run-2024-a" / "index.html"
     assert "the older run" in Page(path.read_text()).text["notes"]
@@ -57,9 +65,9 @@ def test_report_flow_writes_the_run_it_is_asked_for(prefect_api: None, settings:
 
 def test_report_flow_fails_for_a_run_without_data(prefect_api: None, settings: Settings) -> None:
     from flows.report import ReportParams, report_flow
-    from retina_core.pipeline import NoReport
+    from retina_core.verbs import NoReport
 
-    state = report_flow(ReportParams(run_id="run-never"), settings=settings, return_state=True)
+    state = report_flow(ReportParams(run_id="run-never", config_file=_config(settings)), return_state=True)
 
     assert state.is_failed()
     with pytest.raises(NoReport, match="run-never"):
@@ -69,4 +77,8 @@ def test_report_flow_fails_for_a_run_without_data(prefect_api: None, settings: S
 def test_report_form_asks_only_for_the_run() -> None:
     from flows.report import ReportParams, report_flow
 
-    assert_form(report_flow, ReportParams, {"config_file": "string | null", "run_id": "string | null"})
+    assert_form(
+        report_flow,
+        ReportParams,
+        {"config_file": "string | null", "quick": "boolean", "run_id": "string | null"},
+    )
