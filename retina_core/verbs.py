@@ -27,6 +27,7 @@ from retina_core.catalog.db import make_engine, migrate
 from retina_core.catalog.registry import ModelVersion
 from retina_core.catalog.repository import register_ingest as _register_ingest
 from retina_core.config import Settings
+from retina_core.data.dicom import DicomCandidate, process_dicom, read_label_book, scan_dicom
 from retina_core.data.ingest import FileOutcome, process_candidate
 from retina_core.data.sources import SCANNERS, Candidate
 from retina_core.domain import Modality, Source
@@ -64,14 +65,21 @@ def curated_store(settings: Settings) -> ObjectStore:
 # -- ingest ------------------------------------------------------------------------------------
 
 
-def scan_source(settings: Settings, source: Source, location: str) -> list[Candidate]:
+def scan_source(
+    settings: Settings, source: Source, location: str, labels: str | None = None
+) -> list[Candidate]:
     """Every file the landing location offers, as candidates (nothing read or stored yet).
 
+    ``labels`` is the DICOM source's sidecar CSV (None: ``labels.csv`` in the location).
     Starts the ``ingest SOURCE`` stage that :func:`register_ingest` ends.
     """
     emit(StageStarted(f"ingest {source}"))
     landing, manifest = open_landing(location, source, settings)
-    if source is Source.PAIRS and manifest is not None:
+    if source is Source.DICOM:
+        candidates: list[Candidate] = list(
+            scan_dicom(landing, read_label_book(landing, labels, settings.split.key))
+        )
+    elif source is Source.PAIRS and manifest is not None:
         candidates = list(SCANNERS[source](landing, manifest))
     else:
         candidates = list(SCANNERS[source](landing))
@@ -86,13 +94,17 @@ def process_candidates(
     started = time.perf_counter()
     landing, _ = open_landing(location, source, settings)
     store = curated_store(settings)
+
+    def one(c: Candidate) -> list[FileOutcome]:
+        if isinstance(c, DicomCandidate):  # one DICOM file may hold a whole volume of images
+            return process_dicom(c, landing, store, settings.ingest, settings.split.key)
+        return [process_candidate(c, landing, store, settings.ingest)]
+
     if threads <= 1 or len(candidates) <= 1:
-        outcomes = [process_candidate(c, landing, store, settings.ingest) for c in candidates]
+        outcomes = [o for c in candidates for o in one(c)]
     else:
         with ThreadPoolExecutor(threads) as pool:
-            outcomes = list(
-                pool.map(lambda c: process_candidate(c, landing, store, settings.ingest), candidates)
-            )
+            outcomes = [o for done in pool.map(one, candidates) for o in done]
     seconds = time.perf_counter() - started
     emit(ShardDone(f"ingest {source}", items=len(outcomes), total=None, seconds=seconds, unit="files"))
     return outcomes
@@ -107,9 +119,9 @@ def register_ingest(
     return summary
 
 
-def ingest(settings: Settings, source: Source, location: str) -> IngestSummary:
+def ingest(settings: Settings, source: Source, location: str, labels: str | None = None) -> IngestSummary:
     """Scan, process and register one source in this process."""
-    candidates = scan_source(settings, source, location)
+    candidates = scan_source(settings, source, location, labels)
     outcomes = process_candidates(settings, source, location, candidates)
     return register_ingest(settings, source, location, outcomes)
 

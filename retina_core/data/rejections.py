@@ -26,6 +26,10 @@ class Reason(StrEnum):
     UNLABELED = "unlabeled"
     BAD_ROW = "bad_row"
     UNREADABLE = "unreadable"
+    DICOM_INVALID = "dicom_invalid"
+    DICOM_UNSUPPORTED_SOP_CLASS = "dicom_unsupported_sop_class"
+    DICOM_NO_PIXELS = "dicom_no_pixels"
+    DICOM_COMPRESSED_UNSUPPORTED = "dicom_compressed_unsupported"
 
 
 @dataclass(frozen=True)
