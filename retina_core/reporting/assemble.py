@@ -106,6 +106,7 @@ def train_section(
             version=str(report.version),
             dataset_version=None if dataset_version is None else str(dataset_version),
             synthetic=synthetic,
+            starting_weights=report.extras.get("starting_weights"),
         ),
     )
 

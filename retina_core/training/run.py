@@ -28,6 +28,7 @@ from retina_core.evaluation.thresholds import (
 )
 from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
+from retina_core.models.pretrained import StartingWeights, resolve_starting_weights
 from retina_core.models.registry import model_for_modality
 from retina_core.models.spec import ModelSpec
 from retina_core.progress import reports_stage
@@ -111,6 +112,8 @@ def train_modality(
     started = time.perf_counter()
     ms = settings.train_for(modality)
     name = model_for_modality(modality)
+    weights = resolve_starting_weights(ms.architecture, ms.pretrained)  # fails before any work
+    start = weights.record() if weights is not None else None
     data_version = latest_dataset_version(engine)
     key = run_key(
         {
@@ -120,6 +123,7 @@ def train_modality(
             "code": TRAINING_CODE_VERSION,
             "eval": settings.evaluation.model_dump(),
         }
+        | ({"starting_weights": start} if start is not None else {})  # same keys as before for the rest
     )
     device = select_device(settings.train.device)
     data = training_data(engine, store, modality, ms)
@@ -130,7 +134,7 @@ def train_modality(
         key=key,
         margin=settings.registry.margin,
         fit=lambda: _fit_and_evaluate(
-            settings, store, modality, key, data_version, data, device, on_epoch, on_batch
+            settings, store, modality, key, data_version, data, device, on_epoch, on_batch, weights
         ),
         remeasure=lambda current: _remeasure_champion(settings, store, current, ms, data, device),
         unreadable_note="champion could not be re-evaluated; its registered figure was compared",
@@ -224,15 +228,21 @@ def _fit_and_evaluate(
     device: Any,
     on_epoch: EpochCallback | None,
     on_batch: BatchCallback | None,
+    weights: StartingWeights | None = None,
 ) -> NewVersion[FitResult]:
     """A new model: seeded init, checkpointed fit, evaluation on the fixed test split, its files."""
     ms = settings.train_for(modality)
+    start = weights.record() if weights is not None else None
     name = model_for_modality(modality)
     seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
     task = "regression" if ms.loss == "regression" else "classification"
     options = {"task": task} if modality is Modality.FUNDUS else {}
     model = create_model(
-        name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
+        name,
+        architecture=ms.architecture,
+        image_size=ms.image_size,
+        pretrained=weights.path if weights is not None else None,
+        **options,
     )
     result = fit(
         model,
@@ -250,6 +260,7 @@ def _fit_and_evaluate(
     )
     evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device)
     extras |= {
+        "starting_weights": start,
         "held_out_paired": data.held_out,
         "preprocess_fingerprint": data.fingerprint,
         "cache": data.cache,
@@ -264,7 +275,13 @@ def _fit_and_evaluate(
     files = model_files(
         result.model,
         result.model.spec.to_dict(),
-        {"train": ms.model_dump(), "data_version": data_version, "run_key": key, "device": str(device)},
+        {
+            "train": ms.model_dump(),
+            "starting_weights": start,
+            "data_version": data_version,
+            "run_key": key,
+            "device": str(device),
+        },
         metrics,
     )
     primary = evaluation.primary
@@ -278,6 +295,7 @@ def _fit_and_evaluate(
             "best_epoch": result.best_epoch,
             "architecture": ms.architecture,
             "image_size": ms.image_size,
+            "starting_weights": start,
         },
         payload=FitResult(metrics=metrics, evaluation=evaluation, resumed_from=result.resumed_from),
     )
