@@ -315,6 +315,8 @@ def image_records(engine: Engine, modality: Modality, *, labeled_only: bool = Tr
                 patient_id=r.patient_id,
                 split=Split(r.split),
                 object_key=r.object_key,
+                volume_id=r.volume_id,
+                frame_index=r.frame_index,
             )
             for r in session.execute(query).scalars()
         ]

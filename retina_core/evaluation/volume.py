@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from retina_core.config import EvalSettings
 from retina_core.evaluation.evaluate import evaluate_binary
 from retina_core.evaluation.result import BinaryResult
+from retina_core.evaluation.task_spec import TaskSpec
 
 VolumeRule = Literal["max", "mean", "top_decile_mean"]
 RULES: tuple[VolumeRule, ...] = ("max", "mean", "top_decile_mean")
@@ -143,4 +144,47 @@ def evaluate_volumes(
         n_patients=int(np.unique(patients.astype(str)).size),
         b_scan=evaluate_binary(y_disease, disease, np.asarray(patient_ids), settings),
         rules=rules,
+    )
+
+
+class _Split(Protocol):
+    """What the evaluation needs of a split (``training.loop.SplitArrays`` has it, torch-free here)."""
+
+    shas: list[str]
+    labels: np.ndarray
+    patient_ids: np.ndarray
+
+
+def volume_level(
+    task: TaskSpec,
+    volumes: Mapping[str, str],
+    val: tuple[_Split, np.ndarray],
+    test: tuple[_Split, np.ndarray],
+    settings: EvalSettings,
+) -> VolumeLevelResult | None:
+    """The eye-level evaluation of a split's B-scans that came from volumes; None when none did.
+
+    ``val``/``test`` pair each split's arrays with its class probabilities; only rows whose
+    sha256 maps to a volume id take part.
+    """
+
+    def rows(split: _Split, probs: np.ndarray) -> dict[str, np.ndarray]:
+        keep = np.array([sha in volumes for sha in split.shas], dtype=bool)
+        return {
+            "volume_ids": np.array([volumes[s] for s in split.shas if s in volumes], dtype=object),
+            "patient_ids": np.asarray(split.patient_ids)[keep],
+            "disease": 1.0 - np.asarray(probs)[keep][:, task.normal_class] if keep.any() else np.zeros(0),
+            "y_disease": np.asarray(split.labels)[keep] != task.normal_class,
+        }
+
+    on_test = rows(*test)
+    if not len(on_test["disease"]):
+        return None
+    return evaluate_volumes(
+        on_test["volume_ids"],
+        on_test["patient_ids"],
+        on_test["disease"],
+        on_test["y_disease"],
+        settings,
+        validation=rows(*val),
     )

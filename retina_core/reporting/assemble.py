@@ -99,6 +99,7 @@ def train_section(
         if history
         else None,
         registry=registry_section(report.decision, evaluation.primary.n_units),
+        volume_level=report.extras.get("volume_level"),
         model_card=build_model_card(
             evaluation,
             spec,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
@@ -26,6 +26,7 @@ from retina_core.evaluation.thresholds import (
     optimise_thresholds,
     regression_scores_to_probs,
 )
+from retina_core.evaluation.volume import volume_level
 from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.persist import load_classifier, model_files, read_json, trained_ben_graham
 from retina_core.models.pretrained import StartingWeights, resolve_starting_weights
@@ -62,9 +63,18 @@ class NotEnoughData(RuntimeError):
 
 
 def _predict_eval(
-    model: RetinaClassifier, val: SplitArrays, test: SplitArrays, settings: Settings, device: Any
+    model: RetinaClassifier,
+    val: SplitArrays,
+    test: SplitArrays,
+    settings: Settings,
+    device: Any,
+    volumes: dict[str, str] | None = None,
 ) -> tuple[EvaluationResult, dict[str, Any]]:
-    """Evaluate on the fixed test split; temperature/thresholds are fitted on validation only."""
+    """Evaluate on the fixed test split; temperature/thresholds are fitted on validation only.
+
+    ``volumes`` (image sha256 -> OCT volume id) adds the eye-level evaluation of the B-scans
+    that came from volumes, under ``extras["volume_level"]``.
+    """
     task = TaskSpec.for_modality(model.spec.modality)
     batch = settings.train_for(model.spec.modality).batch_size * 2
     amp, workers = settings.train.amp, settings.train.num_workers
@@ -84,17 +94,23 @@ def _predict_eval(
             settings=settings.evaluation,
             y_pred=apply_thresholds(test_logits[:, 0], thresholds),
         )
+        val_probs = regression_scores_to_probs(val_logits[:, 0], thresholds, scale)
     else:
+        probs, val_probs = softmax(test_logits), softmax(val_logits)
         result = evaluate_predictions(
             task,
             test.labels,
-            softmax(test_logits),
+            probs,
             test.patient_ids,
             logits=test_logits,
             val_logits=val_logits,
             val_y=val.labels,
             settings=settings.evaluation,
         )
+    if volumes:
+        level = volume_level(task, volumes, (val, val_probs), (test, probs), settings.evaluation)
+        if level is not None:
+            extras["volume_level"] = level.model_dump(mode="json")
     return result, extras
 
 
@@ -179,6 +195,8 @@ class TrainingData:
     """The preprocessing the arrays went through (size, Ben Graham, code)."""
     cache: dict[str, int]
     """Preprocessed-cache images computed and reused for this run."""
+    volumes: dict[str, str] = field(default_factory=dict)
+    """Image sha256 -> OCT volume id, for the B-scans that came from volumes (eye-level evaluation)."""
 
 
 def training_data(
@@ -206,6 +224,7 @@ def training_data(
         held_out=held_out,
         fingerprint=cache.fingerprint,
         cache={"computed": stats.computed, "reused": stats.reused},
+        volumes={r.sha256: r.volume_id for r in records if r.volume_id is not None},
     )
 
 
@@ -258,7 +277,7 @@ def _fit_and_evaluate(
         on_epoch=on_epoch,
         on_batch=on_batch,
     )
-    evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device)
+    evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device, data.volumes)
     extras |= {
         "starting_weights": start,
         "held_out_paired": data.held_out,
