@@ -145,3 +145,20 @@ def test_pixel_budget_is_checked_before_decoding() -> None:
         dicom_images(data, IngestSettings(max_pixels=100))
     facts, frames = dicom_images(data, IngestSettings())
     assert facts.modality == "fundus" and len(frames) == 1
+
+
+def test_s3_landing_and_labels_beside_the_files(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
+    from tests.catalog.test_ingest_s3 import upload_tree
+
+    endpoint, bucket = s3_bucket
+    dicom_folder(tmp_path / "landing")
+    upload_tree(tmp_path / "landing", endpoint, bucket, "clinic/export")
+    settings = Settings(
+        home=tmp_path / "home", storage_url=f"s3://{bucket}/curated", s3_endpoint_url=endpoint
+    )
+    summary = api.ingest(settings, Source.DICOM, f"s3://{bucket}/clinic/export")
+    assert summary.accepted == 6 and len(summary.quarantined) == 6
+    rows = {r["source_path"]: r for r in export_images(api.catalog_engine(settings))}
+    assert rows["op_rgb.dcm"]["label"] == 3 and rows["IMG0004#frame=2"]["label"] == 0
+    again = api.ingest(settings, Source.DICOM, f"s3://{bucket}/clinic/export")
+    assert (again.accepted, again.already_known) == (0, 6)
