@@ -49,9 +49,10 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     weights = write_lite0(str(out / "efficientnet_lite0_imagenet.safetensors"))
-    write_synthetic(
-        out / "synth", SynthSpec(fundus=args.fundus, oct=args.oct, size=args.size, seed=args.seed)
-    )
+    if not (out / "synth").exists():  # a re-run reuses the data, the catalog and the caches
+        write_synthetic(
+            out / "synth", SynthSpec(fundus=args.fundus, oct=args.oct, size=args.size, seed=args.seed)
+        )
     settings = settings_for(out / "home", args.epochs, args.size, args.seed)
     api.ingest(settings, Source.APTOS, str(out / "synth" / "aptos"))
     api.ingest(settings, Source.KERMANY, str(out / "synth" / "kermany"))
