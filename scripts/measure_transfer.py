@@ -58,8 +58,8 @@ def main() -> None:
     api.ingest(settings, Source.KERMANY, str(out / "synth" / "kermany"))
     engine, store = api.catalog_engine(settings), api.curated_store(settings)
     rows = []
-    for init, pretrained in (("scratch", None), ("ImageNet", str(weights))):
-        for modality in (Modality.FUNDUS, Modality.OCT):
+    for modality in (Modality.FUNDUS, Modality.OCT):  # one modality's pair of runs complete first
+        for init, pretrained in (("scratch", None), ("ImageNet", str(weights))):
             ms = settings.train_for(modality)
             ms.pretrained = pretrained
             started = time.perf_counter()
