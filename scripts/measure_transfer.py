@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lite0_imagenet import main as write_lite0
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import Settings
 from retina_core.data.synthetic import SynthSpec, write_synthetic
 from retina_core.domain import Modality, Source
@@ -54,9 +54,9 @@ def main() -> None:
             out / "synth", SynthSpec(fundus=args.fundus, oct=args.oct, size=args.size, seed=args.seed)
         )
     settings = settings_for(out / "home", args.epochs, args.size, args.seed)
-    api.ingest(settings, Source.APTOS, str(out / "synth" / "aptos"))
-    api.ingest(settings, Source.KERMANY, str(out / "synth" / "kermany"))
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    verbs.ingest(settings, Source.APTOS, str(out / "synth" / "aptos"))
+    verbs.ingest(settings, Source.KERMANY, str(out / "synth" / "kermany"))
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
     rows = []
     for modality in (Modality.FUNDUS, Modality.OCT):  # one modality's pair of runs complete first
         for init, pretrained in (("scratch", None), ("ImageNet", str(weights))):

@@ -156,9 +156,9 @@ def test_s3_landing_and_labels_beside_the_files(tmp_path: Path, s3_bucket: tuple
     settings = Settings(
         home=tmp_path / "home", storage_url=f"s3://{bucket}/curated", s3_endpoint_url=endpoint
     )
-    summary = api.ingest(settings, Source.DICOM, f"s3://{bucket}/clinic/export")
+    summary = verbs.ingest(settings, Source.DICOM, f"s3://{bucket}/clinic/export")
     assert summary.accepted == 6 and len(summary.quarantined) == 6
-    rows = {r["source_path"]: r for r in export_images(api.catalog_engine(settings))}
+    rows = {r["source_path"]: r for r in export_images(verbs.catalog_engine(settings))}
     assert rows["op_rgb.dcm"]["label"] == 3 and rows["IMG0004#frame=2"]["label"] == 0
-    again = api.ingest(settings, Source.DICOM, f"s3://{bucket}/clinic/export")
+    again = verbs.ingest(settings, Source.DICOM, f"s3://{bucket}/clinic/export")
     assert (again.accepted, again.already_known) == (0, 6)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.catalog.repository import export_images
 from retina_core.data.synthetic import SynthSpec, write_synthetic
 from retina_core.domain import Modality, Source, Split
@@ -53,9 +53,9 @@ def test_volumes_are_evaluated_reported_and_explained_per_eye(tmp_path: Path) ->
     settings = world_settings(tmp_path / "home")
     settings.train.oct.epochs, settings.train.oct.image_size = 1, 32
     settings.evaluation.bootstrap = 50
-    summary = api.ingest(settings, Source.DICOM, str(tmp_path / "landing"))
+    summary = verbs.ingest(settings, Source.DICOM, str(tmp_path / "landing"))
     assert summary.accepted == volumes * B_SCANS and summary.quarantined == []
-    engine, store = api.catalog_engine(settings), api.curated_store(settings)
+    engine, store = verbs.catalog_engine(settings), verbs.curated_store(settings)
 
     report = train_modality(settings, Modality.OCT, engine=engine, store=store)
     level = VolumeLevelResult.model_validate(report.extras["volume_level"])
