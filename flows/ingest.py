@@ -24,10 +24,15 @@ DATASET_UPDATED = "retina.dataset.updated"
 
 class IngestParams(RunConfig):
     source: Source = Field(
-        Source.KERMANY, description="Layout of the landing location: aptos, kermany or pairs."
+        Source.KERMANY, description="Layout of the landing location: aptos, kermany, pairs or dicom."
     )
     location: str = Field(
         "landing/kermany", description="Local folder (or pairs.csv) or s3://bucket/prefix to ingest from."
+    )
+    labels: str | None = Field(
+        None,
+        description="DICOM only: sidecar labels CSV (local path or a key in the location); "
+        "default labels.csv in the location when there is one.",
     )
     chunk_size: int = Field(64, ge=1, le=10_000, description="Files per mapped ingestion task.")
     emit: bool = Field(
@@ -51,7 +56,7 @@ def dataset_event_payload(summary: IngestSummary) -> dict[str, Any]:
 def ingest_flow(params: IngestParams) -> IngestSummary:
     settings = params.settings()
     logger = get_run_logger()
-    candidates = scan_source(settings, params.source, params.location)
+    candidates = scan_source(settings, params.source, params.location, params.labels)
     chunks = [candidates[i : i + params.chunk_size] for i in range(0, len(candidates), params.chunk_size)]
     futures = ingest_files.map(
         unmapped(settings),

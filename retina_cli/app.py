@@ -161,10 +161,16 @@ def synth(
 
 @app.command()
 def ingest(
-    source: Annotated[Source, typer.Argument(help="Layout of PATH: aptos, kermany or pairs.")],
+    source: Annotated[Source, typer.Argument(help="Layout of PATH: aptos, kermany, pairs or dicom.")],
     path: Annotated[str, typer.Argument(help="Local folder, pairs.csv, or s3://bucket/prefix.")],
     config: ConfigOption = None,
     chunk_size: Annotated[int, typer.Option(help="Files per mapped ingestion task.")] = 64,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="dicom: labels CSV keyed by sop_instance_uid or patient_id+eye (default PATH/labels.csv)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate, de-duplicate and catalogue a landing location; bad files are quarantined.
@@ -187,7 +193,13 @@ def ingest(
     try:
         with showing_progress(), fast_flows():
             summary = ingest_flow(
-                IngestParams(source=source, location=path, chunk_size=chunk_size, config_file=_path(config))
+                IngestParams(
+                    source=source,
+                    location=path,
+                    chunk_size=chunk_size,
+                    labels=labels,
+                    config_file=_path(config),
+                )
             )
     except SourceError as exc:
         typer.echo(f"error: {path}: {exc}", err=True)

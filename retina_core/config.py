@@ -88,7 +88,10 @@ class ModalityTrainSettings(_Section):
     imbalance: Literal["weighted_sampler", "class_weighted_loss", "none"] = "weighted_sampler"
     patience: int = Field(4, ge=1, description="Epochs without validation improvement before stopping.")
     pretrained: str | None = Field(
-        None, description="Local weights file (safetensors or state dict). Nothing is ever downloaded."
+        None,
+        description="Starting weights: none (from scratch), imagenet (timm's pretrained weights for the "
+        "architecture through the Hugging Face cache: HF_HOME, HF_HUB_OFFLINE; an offline machine without "
+        "them stops before training), or a local weights file (safetensors or state dict).",
     )
     ben_graham: bool = Field(False, description="Fundus only: Ben Graham local-average colour normalisation.")
     max_train_images: int | None = Field(None, description="Cap for quick runs; None uses everything.")

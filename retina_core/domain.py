@@ -54,6 +54,7 @@ class Source(StrEnum):
     APTOS = "aptos"
     KERMANY = "kermany"
     PAIRS = "pairs"
+    DICOM = "dicom"
 
 
 MODALITY_OF_SOURCE: dict[Source, Modality] = {Source.APTOS: Modality.FUNDUS, Source.KERMANY: Modality.OCT}

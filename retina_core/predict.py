@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
 from retina_core.config import Settings
+from retina_core.data.dicom import dicom_images, is_dicom
 from retina_core.data.preprocess import preprocess
 from retina_core.data.rejections import Rejection
 from retina_core.data.transforms import build_eval_transform
@@ -30,6 +31,7 @@ from retina_core.data.validation import validate_image
 from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.evaluation.calibration import softmax
 from retina_core.evaluation.thresholds import regression_scores_to_probs
+from retina_core.evaluation.volume import VolumePrediction, predict_volume
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import load_classifier, read_json
 from retina_core.storage import ObjectStore
@@ -64,6 +66,9 @@ class ModalityPrediction(BaseModel):
     disease_probability: float
     referable_probability: float
     gradcam: str | None = None
+    volume: VolumePrediction | None = None
+    """For an OCT volume (multi-frame DICOM): the eye-level scores; the fields above then
+    describe the driving B-scan, the one Grad-CAM explains."""
 
 
 class FusionPrediction(BaseModel):
@@ -130,14 +135,27 @@ class Predictor:
         image = preprocess(data, loaded.model.spec.preprocessing)  # as trained, not as today's settings say
         return build_eval_transform(loaded.model.spec)(image=image)["image"][None], image
 
+    def _images(self, modality: Modality, data: bytes) -> list[bytes]:
+        """The image(s) in an input: a DICOM file is decoded first, an OCT one may be a whole volume."""
+        if not is_dicom(data):
+            return [data]
+        try:
+            facts, frames = dicom_images(data, self.settings.ingest)
+        except ValueError as exc:
+            raise InvalidImage(str(exc)) from exc
+        if facts.modality is not modality:
+            raise InvalidImage(f"the DICOM file holds {facts.modality.value} images, not {modality.value}")
+        return frames if modality is Modality.OCT else frames[:1]
+
     def _probs(self, loaded: _Loaded, x: torch.Tensor) -> np.ndarray:
+        """Class probabilities, one row per image of the batch."""
         with torch.inference_mode():
             out = loaded.model(x).float().numpy()
         if loaded.model.spec.task == "regression":
             return regression_scores_to_probs(
                 out[:, 0], np.asarray(loaded.thresholds["thresholds"]), loaded.thresholds["ordinal_scale"]
-            )[0]
-        return softmax(out)[0]
+            )
+        return softmax(out)
 
     def predict(
         self, fundus: bytes | None = None, oct: bytes | None = None, *, gradcam_dir: Path | None = None
@@ -154,8 +172,12 @@ class Predictor:
             if modality not in self.models:
                 raise LookupError(f"no {NAMES[modality]} is registered: train it first")
             loaded = self.models[modality]
-            tensors[modality] = self._tensor(modality, data)
-            probs = self._probs(loaded, tensors[modality][0])
+            prepared = [self._tensor(modality, image) for image in self._images(modality, data)]
+            all_probs = self._probs(loaded, torch.cat([x for x, _ in prepared]))
+            disease = all_probs[:, [i for i in range(all_probs.shape[1]) if is_disease(modality, i)]].sum(1)
+            volume = predict_volume(disease) if len(prepared) > 1 else None
+            driving = volume.driving_b_scan if volume is not None else 0
+            tensors[modality], probs = prepared[driving], all_probs[driving]
             names = list(loaded.model.spec.label_names)
             results[modality] = ModalityPrediction(
                 model=loaded.version.name,
@@ -164,6 +186,7 @@ class Predictor:
                 probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},
                 disease_probability=float(sum(p for i, p in enumerate(probs) if is_disease(modality, i))),
                 referable_probability=float(sum(p for i, p in enumerate(probs) if is_referable(modality, i))),
+                volume=volume,
             )
         fusion = self._fusion(tensors)
         if gradcam_dir is not None:

@@ -32,6 +32,7 @@ from retina_core.catalog.db import make_engine, migrate
 from retina_core.catalog.registry import ModelVersion
 from retina_core.catalog.repository import register_ingest as _register_ingest
 from retina_core.config import Settings
+from retina_core.data.dicom import DicomCandidate, process_dicom, read_label_book, scan_dicom
 from retina_core.data.ingest import FileOutcome, identity_problem, needs_bytes, process_candidate
 from retina_core.data.sources import SCANNERS, Candidate
 from retina_core.domain import Modality, Source
@@ -73,20 +74,27 @@ CHUNK = 512
 """Candidates processed (and spooled) at a time by :func:`ingest`: its memory holds one chunk."""
 
 
-def _candidates(settings: Settings, source: Source, location: str) -> Iterator[Candidate]:
+def _candidates(
+    settings: Settings, source: Source, location: str, labels: str | None = None
+) -> Iterator[Candidate]:
     landing, manifest = open_landing(location, source, settings)
+    if source is Source.DICOM:
+        return scan_dicom(landing, read_label_book(landing, labels, settings.split.key, settings.ingest))
     if source is Source.PAIRS and manifest is not None:
         return SCANNERS[source](landing, manifest, limits=settings.ingest)
     return SCANNERS[source](landing, limits=settings.ingest)
 
 
-def scan_source(settings: Settings, source: Source, location: str) -> list[Candidate]:
+def scan_source(
+    settings: Settings, source: Source, location: str, labels: str | None = None
+) -> list[Candidate]:
     """Every file the landing location offers, as candidates (nothing read or stored yet).
 
+    ``labels`` is the DICOM source's sidecar CSV (None: ``labels.csv`` in the location).
     Starts the ``ingest SOURCE`` stage that :func:`register_ingest` ends.
     """
     emit(StageStarted(f"ingest {source}"))
-    candidates = list(_candidates(settings, source, location))
+    candidates = list(_candidates(settings, source, location, labels))
     emit(ShardDone(f"ingest {source}", items=0, total=len(candidates), seconds=0.0, unit="files"))
     return candidates
 
@@ -103,24 +111,28 @@ class _Processor:
         self.landing, _ = open_landing(location, source, settings)
         self.store = curated_store(settings)
         self.settings = settings.ingest
+        self.split_key = settings.split.key
         self.source = source
         self.threads = threads
         self.accepted: dict[tuple[str, str], FileOutcome] = {}
 
-    def one(self, candidate: Candidate) -> FileOutcome:
+    def one(self, candidate: Candidate) -> list[FileOutcome]:
+        """The candidate's outcomes: one per file, or one per frame of a DICOM volume."""
+        if isinstance(candidate, DicomCandidate):
+            return process_dicom(candidate, self.landing, self.store, self.settings, self.split_key)
         seen = self.accepted.get((candidate.path, candidate.modality))
         if seen is not None and candidate.problem is None and identity_problem(candidate) is None:
-            return replace(seen, candidate=candidate)
+            return [replace(seen, candidate=candidate)]
         outcome = process_candidate(candidate, self.landing, self.store, self.settings)
         if outcome.accepted:
             self.accepted.setdefault((candidate.path, candidate.modality), outcome)
-        return outcome
+        return [outcome]
 
     def batch(self, candidates: Sequence[Candidate]) -> list[FileOutcome]:
         """Outcomes in order; only the files still to be read go to the threads (a thread
         hand-off costs more than deciding a missing file or a repeat in place)."""
         started = time.perf_counter()
-        outcomes: list[FileOutcome | None] = [None] * len(candidates)
+        outcomes: list[list[FileOutcome] | None] = [None] * len(candidates)
         to_read: list[int] = []
         for i, c in enumerate(candidates):
             if needs_bytes(c) and (c.path, c.modality) not in self.accepted:
@@ -136,8 +148,8 @@ class _Processor:
                     to_read, pool.map(self.one, [candidates[i] for i in to_read]), strict=True
                 ):
                     outcomes[i] = outcome
-        done = [o for o in outcomes if o is not None]
-        assert len(done) == len(candidates)
+        assert all(group is not None for group in outcomes)
+        done = [o for group in outcomes if group is not None for o in group]
         seconds = time.perf_counter() - started
         emit(ShardDone(f"ingest {self.source}", items=len(done), total=None, seconds=seconds, unit="files"))
         return done
@@ -159,18 +171,19 @@ def register_ingest(
     return summary
 
 
-def ingest(settings: Settings, source: Source, location: str) -> IngestSummary:
+def ingest(settings: Settings, source: Source, location: str, labels: str | None = None) -> IngestSummary:
     """Scan, process and register one source in this process, in bounded memory.
 
     Candidates stream from the scan in chunks; each chunk's outcomes are spooled to a
     temporary file, and registration then streams them back in one short transaction (the
     catalog is not held locked while files are read). Memory holds one chunk, the hashes
-    seen and the quarantine list the summary reports, never the whole manifest.
+    seen and the quarantine list the summary reports, never the whole manifest. ``labels`` is
+    the DICOM source's sidecar CSV (None: ``labels.csv`` in the location).
     """
     emit(StageStarted(f"ingest {source}"))
     processor = _Processor(settings, source, location, threads=4)
     with tempfile.TemporaryFile(prefix="retina-ingest-") as spool:
-        candidates = _candidates(settings, source, location)
+        candidates = _candidates(settings, source, location, labels)
         while chunk := list(islice(candidates, CHUNK)):
             pickle.dump(processor.batch(chunk), spool, protocol=pickle.HIGHEST_PROTOCOL)
         spool.seek(0)

@@ -15,8 +15,10 @@ from tasks.retries import IO_RETRIES
 
 
 @task(name="scan-source", cache_policy=NONE, **IO_RETRIES)
-def scan_source(settings: Settings, source: Source, location: str) -> list[Candidate]:
-    return verbs.scan_source(settings, source, location)
+def scan_source(
+    settings: Settings, source: Source, location: str, labels: str | None = None
+) -> list[Candidate]:
+    return verbs.scan_source(settings, source, location, labels)
 
 
 @task(name="ingest-files", cache_policy=NONE, task_run_name="ingest-files-{first}", **IO_RETRIES)

@@ -43,6 +43,11 @@ class ImageRow(Base):
     format: Mapped[str] = mapped_column(String(8))
     object_key: Mapped[str] = mapped_column(Text)
     dataset_version: Mapped[int | None] = mapped_column(Integer, doc="First dataset version holding it.")
+    volume_id: Mapped[str | None] = mapped_column(
+        String(64), index=True, doc="Keyed hash of the OCT volume (DICOM instance) this B-scan belongs to."
+    )
+    frame_index: Mapped[int | None] = mapped_column(Integer, doc="Frame of the volume, from 0.")
+    acquired_on: Mapped[str | None] = mapped_column(String(10), doc="Acquisition date, YYYY-MM-DD.")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -161,6 +161,9 @@ def register_ingest(
                     height=facts.height,
                     format=facts.format,
                     object_key=outcome.object_key,
+                    volume_id=c.volume_id,
+                    frame_index=c.frame_index,
+                    acquired_on=c.acquired_on,
                     created_at=utcnow(),
                 )
                 .on_conflict_do_nothing(index_elements=["sha256"])
@@ -318,6 +321,9 @@ def export_images(engine: Engine) -> list[dict[str, Any]]:
                 "source_path": r.source_path,
                 "object_key": r.object_key,
                 "dataset_version": r.dataset_version,
+                "volume_id": r.volume_id,
+                "frame_index": r.frame_index,
+                "acquired_on": r.acquired_on,
             }
             for r in rows
         ]
@@ -337,6 +343,8 @@ def image_records(engine: Engine, modality: Modality, *, labeled_only: bool = Tr
                 patient_id=r.patient_id,
                 split=Split(r.split),
                 object_key=r.object_key,
+                volume_id=r.volume_id,
+                frame_index=r.frame_index,
             )
             for r in session.execute(query).scalars()
         ]

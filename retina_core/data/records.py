@@ -18,3 +18,6 @@ class ImageRecord:
     split: Split
     object_key: str
     """Where the original bytes live in the object store (``images/{modality}/{sha256}.{ext}``)."""
+    volume_id: str | None = None
+    """The OCT volume (one eye, one visit) a B-scan came from, when a DICOM file said so."""
+    frame_index: int | None = None

@@ -32,6 +32,10 @@ class Reason(StrEnum):
     SYMLINK = "symlink"
     BAD_NAME = "bad_name"
     """The file name is not UTF-8 text or holds control characters: it is recorded escaped."""
+    DICOM_INVALID = "dicom_invalid"
+    DICOM_UNSUPPORTED_SOP_CLASS = "dicom_unsupported_sop_class"
+    DICOM_NO_PIXELS = "dicom_no_pixels"
+    DICOM_COMPRESSED_UNSUPPORTED = "dicom_compressed_unsupported"
 
 
 @dataclass(frozen=True)

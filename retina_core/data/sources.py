@@ -44,6 +44,11 @@ class Candidate:
     """Row of the pairs manifest this file belongs to (pairs source only)."""
     mask_path: str | None = None
     """Where a lesion mask for this image would be (the synthetic layouts write them)."""
+    volume_id: str | None = None
+    """Keyed hash of the OCT volume a B-scan was decoded from (DICOM source only)."""
+    frame_index: int | None = None
+    acquired_on: str | None = None
+    """Acquisition date, YYYY-MM-DD (DICOM source only)."""
 
 
 def _is_hidden(key: str) -> bool:

@@ -18,10 +18,23 @@ from retina_core.config import SplitSettings
 from retina_core.domain import Split
 
 
+def _keyed_digest(value: str, key: str) -> bytes:
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).digest()
+
+
 def patient_unit(patient_id: str, key: str) -> float:
     """Uniform number in [0, 1) derived from the patient id and the split key."""
-    digest = hmac.new(key.encode(), patient_id.encode(), hashlib.sha256).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return int.from_bytes(_keyed_digest(patient_id, key)[:8], "big") / 2**64
+
+
+def pseudonym(value: str, key: str) -> str:
+    """The keyed hash that stands in for an identifier a clinic's files carry (a DICOM PatientID).
+
+    Same HMAC and key as the splits, so the catalog can hold the pseudonym in place of the
+    identifier and still give every file of one patient the same split; without the key the
+    identifier cannot be recovered or confirmed by hashing guesses.
+    """
+    return _keyed_digest(value, key).hex()[:32]
 
 
 def assign_split(patient_id: str, settings: SplitSettings) -> Split:

@@ -25,6 +25,8 @@ from retina_core.data.ingest import mask_key
 from retina_core.data.preprocess import preprocess_mask
 from retina_core.data.transforms import build_eval_transform
 from retina_core.domain import Split
+from retina_core.evaluation.task_spec import TaskSpec
+from retina_core.evaluation.volume import DECISION_RULE, volume_scores
 from retina_core.explain.cam import compute_cams
 from retina_core.explain.overlay import overlay, save_png, side_by_side
 from retina_core.explain.pointing import score_pointing, summarise_pointing
@@ -48,6 +50,8 @@ class TestPredictions:
     probs: np.ndarray
     shas: list[str]
     object_keys: list[str]
+    volumes: list[tuple[str, int] | None] | None = None
+    """Per image, ``(volume id, frame index)`` when it is a B-scan of an OCT volume."""
 
 
 def to_tensor(model: RetinaClassifier, images: np.ndarray) -> torch.Tensor:
@@ -95,6 +99,23 @@ def gallery_picks(preds: TestPredictions, per_class: int) -> list[tuple[int, str
     return picks
 
 
+def volume_driver_picks(preds: TestPredictions, normal_class: int, count: int) -> list[tuple[int, str]]:
+    """The driving B-scan (highest disease probability) of the ``count`` highest-scoring volumes:
+    the scans behind the eye-level decisions the report's volume table summarises."""
+    if not preds.volumes:
+        return []
+    disease = 1.0 - preds.probs[:, normal_class]
+    rows_of: dict[str, list[int]] = {}
+    for i, volume in enumerate(preds.volumes):
+        if volume is not None:
+            rows_of.setdefault(volume[0], []).append(i)
+    scored = []
+    for rows in rows_of.values():
+        score = volume_scores(disease[rows])[DECISION_RULE]
+        scored.append((score, rows[int(np.argmax(disease[rows]))]))
+    return [(i, "volume-driver") for _, i in sorted(scored, reverse=True)[:count]]
+
+
 def explain_model(
     model: RetinaClassifier,
     preds: TestPredictions,
@@ -136,7 +157,9 @@ def explain_model(
         road = road_rows([names[t] for t in targets], comparison.cam.combined, comparison.random.combined)
 
     gallery: list[GalleryItem] = []
+    normal = TaskSpec.for_modality(model.spec.modality).normal_class
     picks = gallery_picks(preds, settings.examples_per_class)
+    picks += volume_driver_picks(preds, normal, 2 * settings.examples_per_class)
     if picks:
         idx = [i for i, _ in picks]
         predicted = preds.probs.argmax(1)
@@ -153,6 +176,9 @@ def explain_model(
             mask = masks.get(i)
             panel = side_by_side(image, overlay(image, cam), mask)
             name = f"{kind}_true-{true}_pred-{pred}_{preds.shas[i][:10]}.png".replace(" ", "")
+            caption = f"{kind}: true {true}, predicted {pred} ({preds.probs[i].max():.0%})"
+            if kind == "volume-driver" and preds.volumes and (volume := preds.volumes[i]) is not None:
+                caption = f"volume {volume[0][:8]}, B-scan {volume[1]}: true {true}, predicted {pred}"
             save_png(folder / name, panel)
             gallery.append(
                 GalleryItem(
@@ -161,7 +187,7 @@ def explain_model(
                     true_label=true,
                     predicted_label=pred,
                     confidence=float(preds.probs[i].max()),
-                    caption=f"{kind}: true {true}, predicted {pred} ({preds.probs[i].max():.0%})",
+                    caption=caption,
                 )
             )
     return ExplainSection(
@@ -204,5 +230,6 @@ def explain_registered(
         probs=probs,
         shas=[r.sha256 for r in records],
         object_keys=[r.object_key for r in records],
+        volumes=[(r.volume_id, r.frame_index or 0) if r.volume_id else None for r in records],
     )
     return explain_model(model, preds, store, settings.explain, out_dir, seed=settings.evaluation.seed)

@@ -99,6 +99,7 @@ def train_section(
         if history
         else None,
         registry=registry_section(report.decision, evaluation.primary.n_units),
+        volume_level=report.extras.get("volume_level"),
         model_card=build_model_card(
             evaluation,
             spec.to_dict(),
@@ -106,6 +107,7 @@ def train_section(
             version=str(report.version),
             dataset_version=None if dataset_version is None else str(dataset_version),
             synthetic=synthetic,
+            starting_weights=report.extras.get("starting_weights"),
         ),
     )
 

@@ -22,10 +22,12 @@ from retina_core.domain import Modality, Split, class_names
 from retina_core.drift.policy import RetrainDecision
 from retina_core.drift.result import DriftReport
 from retina_core.evaluation import BinaryResult, Estimate, EvaluationResult
+from retina_core.evaluation.volume import VolumeLevelResult
 from retina_core.reporting.model_card import ModelCard
 
 PairingKind = Literal["virtual", "real"]
-GalleryKind = Literal["correct", "misclassified", "most-confident", "most-uncertain"]
+GalleryKind = Literal["correct", "misclassified", "most-confident", "most-uncertain", "volume-driver"]
+"""``volume-driver``: the B-scan that drove an OCT volume's eye-level score."""
 
 
 class _Data(BaseModel):
@@ -106,6 +108,9 @@ class ModelSection(_Data):
     curves: TrainingCurves | None = None
     registry: RegistryDecision | None = None
     model_card: ModelCard | None = None
+    volume_level: VolumeLevelResult | None = Field(
+        None, description="OCT only, when test B-scans came from volumes: screening per eye as well."
+    )
 
     @model_validator(mode="after")
     def _primary_from_evaluation(self) -> ModelSection:

@@ -93,6 +93,9 @@ class ModelCard(_Card):
     name: str
     version: str
     architecture: str
+    starting_weights: dict[str, str] | None = Field(
+        None, description="Where training started: source name and SHA-256; None = from scratch."
+    )
     task: str
     input: InputSpec
     training_data: TrainingData
@@ -109,6 +112,7 @@ class ModelCard(_Card):
             f"# Model card: {self.name} v{self.version}",
             "",
             f"- **Architecture:** {self.architecture}",
+            f"- **Starting weights:** {_starting_weights(self.starting_weights)}",
             f"- **Task:** {self.task}",
             f"- **Primary metric:** {metric_label(self.primary_metric)}",
             "",
@@ -237,6 +241,12 @@ def derive_limitations(
     return items
 
 
+def _starting_weights(weights: Mapping[str, str] | None) -> str:
+    if not weights:
+        return "none (trained from scratch)"
+    return f"{weights['source']} (SHA-256 {weights['sha256']})"
+
+
 def build_model_card(
     result: EvaluationResult | BinaryResult,
     spec: Mapping[str, Any],
@@ -247,6 +257,7 @@ def build_model_card(
     synthetic: bool = False,
     pairing: str | None = None,
     extra_limitations: Sequence[str] = (),
+    starting_weights: Mapping[str, str] | None = None,
 ) -> ModelCard:
     """A card from an evaluation result, a spec-like dict and the training counts (split -> class -> n).
 
@@ -260,6 +271,7 @@ def build_model_card(
         name=str(spec["name"]),
         version=str(version),
         architecture=str(spec.get("architecture", "unknown")),
+        starting_weights=dict(starting_weights) if starting_weights else None,
         task="normal vs disease screening" if is_binary else result.task,
         input=InputSpec(
             modality=str(spec.get("modality", "embeddings")),

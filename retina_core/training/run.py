@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
@@ -28,11 +28,13 @@ from retina_core.evaluation.thresholds import (
     optimise_thresholds,
     regression_scores_to_probs,
 )
+from retina_core.evaluation.volume import volume_level
 from retina_core.models import RetinaClassifier, create_model
 from retina_core.models.architectures import model_for_modality
 from retina_core.models.device import seed_everything, select_device
 from retina_core.models.inference import predict_logits
 from retina_core.models.persist import load_classifier, model_files, read_json, read_spec
+from retina_core.models.pretrained import StartingWeights, resolve_starting_weights
 from retina_core.progress import reports_stage
 from retina_core.results import TrainReport
 from retina_core.storage import ObjectStore
@@ -55,9 +57,18 @@ class NotEnoughData(RuntimeError):
 
 
 def _predict_eval(
-    model: RetinaClassifier, val: SplitArrays, test: SplitArrays, settings: Settings, device: Any
+    model: RetinaClassifier,
+    val: SplitArrays,
+    test: SplitArrays,
+    settings: Settings,
+    device: Any,
+    volumes: dict[str, str] | None = None,
 ) -> tuple[EvaluationResult, dict[str, Any]]:
-    """Evaluate on the fixed test split; temperature/thresholds are fitted on validation only."""
+    """Evaluate on the fixed test split; temperature/thresholds are fitted on validation only.
+
+    ``volumes`` (image sha256 -> OCT volume id) adds the eye-level evaluation of the B-scans
+    that came from volumes, under ``extras["volume_level"]``.
+    """
     task = TaskSpec.for_modality(model.spec.modality)
     batch = settings.train_for(model.spec.modality).batch_size * 2
     amp, workers = settings.train.amp, settings.train.num_workers
@@ -77,17 +88,23 @@ def _predict_eval(
             settings=settings.evaluation,
             y_pred=apply_thresholds(test_logits[:, 0], thresholds),
         )
+        val_probs = regression_scores_to_probs(val_logits[:, 0], thresholds, scale)
     else:
+        probs, val_probs = softmax(test_logits), softmax(val_logits)
         result = evaluate_predictions(
             task,
             test.labels,
-            softmax(test_logits),
+            probs,
             test.patient_ids,
             logits=test_logits,
             val_logits=val_logits,
             val_y=val.labels,
             settings=settings.evaluation,
         )
+    if volumes:
+        level = volume_level(task, volumes, (val, val_probs), (test, probs), settings.evaluation)
+        if level is not None:
+            extras["volume_level"] = level.model_dump(mode="json")
     return result, extras
 
 
@@ -105,6 +122,8 @@ def train_modality(
     started = time.perf_counter()
     ms = settings.train_for(modality)
     name = model_for_modality(modality)
+    weights = resolve_starting_weights(ms.architecture, ms.pretrained)  # fails before any work
+    start = weights.record() if weights is not None else None
     data_version = latest_dataset_version(engine)
     key = run_key(
         {
@@ -114,6 +133,7 @@ def train_modality(
             "code": TRAINING_CODE_VERSION,
             "eval": settings.evaluation.model_dump(),
         }
+        | ({"starting_weights": start} if start is not None else {})  # same keys as before for the rest
     )
     device = select_device(settings.train.device)
     data = training_data(engine, store, modality, ms)
@@ -124,7 +144,7 @@ def train_modality(
         key=key,
         margin=settings.registry.margin,
         fit=lambda: _fit_and_evaluate(
-            settings, store, modality, key, data_version, data, device, on_epoch, on_batch
+            settings, store, modality, key, data_version, data, device, on_epoch, on_batch, weights
         ),
         remeasure=lambda current: _remeasure_champion(settings, store, current, data, device),
         unreadable_note="champion could not be re-evaluated; its registered figure was compared",
@@ -169,6 +189,8 @@ class TrainingData:
     """What the arrays went through (size, field crop, Ben Graham): what the trained model's spec records."""
     cache: dict[str, int]
     """Preprocessed-cache images computed and reused for this run."""
+    volumes: dict[str, str] = field(default_factory=dict)
+    """Image sha256 -> OCT volume id, for the B-scans that came from volumes (eye-level evaluation)."""
 
 
 def training_data(
@@ -196,6 +218,7 @@ def training_data(
         held_out=held_out,
         preprocessing=cache.preprocessing,
         cache={"computed": stats.computed, "reused": stats.reused},
+        volumes={r.sha256: r.volume_id for r in records if r.volume_id is not None},
     )
 
 
@@ -218,15 +241,21 @@ def _fit_and_evaluate(
     device: Any,
     on_epoch: EpochCallback | None,
     on_batch: BatchCallback | None,
+    weights: StartingWeights | None = None,
 ) -> NewVersion[FitResult]:
     """A new model: seeded init, checkpointed fit, evaluation on the fixed test split, its files."""
     ms = settings.train_for(modality)
+    start = weights.record() if weights is not None else None
     name = model_for_modality(modality)
     seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
     task = "regression" if ms.loss == "regression" else "classification"
     options = {"task": task, "ben_graham": ms.ben_graham} if modality is Modality.FUNDUS else {}
     model = create_model(
-        name, architecture=ms.architecture, image_size=ms.image_size, pretrained=ms.pretrained, **options
+        name,
+        architecture=ms.architecture,
+        image_size=ms.image_size,
+        pretrained=weights.path if weights is not None else None,
+        **options,
     )
     result = fit(
         model,
@@ -242,8 +271,9 @@ def _fit_and_evaluate(
         on_epoch=on_epoch,
         on_batch=on_batch,
     )
-    evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device)
+    evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device, data.volumes)
     extras |= {
+        "starting_weights": start,
         "held_out_paired": data.held_out,
         "preprocess_fingerprint": data.preprocessing.fingerprint,
         "cache": data.cache,
@@ -258,7 +288,13 @@ def _fit_and_evaluate(
     files = model_files(
         result.model,
         result.model.spec.to_dict(),
-        {"train": ms.model_dump(), "data_version": data_version, "run_key": key, "device": str(device)},
+        {
+            "train": ms.model_dump(),
+            "starting_weights": start,
+            "data_version": data_version,
+            "run_key": key,
+            "device": str(device),
+        },
         metrics,
     )
     primary = evaluation.primary
@@ -272,6 +308,7 @@ def _fit_and_evaluate(
             "best_epoch": result.best_epoch,
             "architecture": ms.architecture,
             "image_size": ms.image_size,
+            "starting_weights": start,
         },
         payload=FitResult(metrics=metrics, evaluation=evaluation, resumed_from=result.resumed_from),
     )

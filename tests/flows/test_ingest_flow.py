@@ -60,8 +60,9 @@ def test_flow_parameters_render_a_form_schema() -> None:
         {
             "config_file": "string | null",
             "quick": "boolean",
-            "source": "enum(aptos,kermany,pairs)",
+            "source": "enum(aptos,kermany,pairs,dicom)",
             "location": "string",
+            "labels": "string | null",
             "chunk_size": "integer",
             "emit": "boolean",
         },

@@ -33,6 +33,7 @@ def test_train_section_reads_the_image_size_from_the_stored_spec(
         evaluation=fundus_result,
         decision=None,
         modality="fundus",
+        extras={},
     )
     section = train_section(report, store, DataSummary(counts=[]), synthetic=True, dataset_version=1)
     assert (section.architecture, section.image_size) == ("resnet10t", 48)
