@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
@@ -71,6 +71,11 @@ class FusionPrediction(BaseModel):
     version: int
     inputs: str
     disease_probability: float
+    modality_share: dict[str, float] | None = Field(
+        None,
+        description="Share of the fused disease margin owed to each modality (Integrated Gradients over "
+        "the two embeddings); None unless both images were given and the head stores its baseline.",
+    )
     gradcam: dict[str, str] | None = None
 
 
@@ -104,6 +109,7 @@ class Predictor:
         self.settings, self.store = settings, store
         self.fusion_version = _preferred(engine, "fusion_head")
         self.fusion_head = None
+        self.share_baseline = None
         wanted: dict[Modality, ModelVersion | None] = {m: _preferred(engine, n) for m, n in NAMES.items()}
         if self.fusion_version is not None:
             from retina_core.models.fusion import load_head
@@ -113,6 +119,9 @@ class Predictor:
             self.fusion_head = load_head(
                 store, self.fusion_version.object_prefix, sha256=self.fusion_version.weights_sha256
             )
+            from retina_core.fusion.attribution import load_baseline
+
+            self.share_baseline = load_baseline(store, self.fusion_version.object_prefix)
         self.models: dict[Modality, _Loaded] = {}
         for modality, version in wanted.items():
             if version is None:
@@ -182,11 +191,17 @@ class Predictor:
             emb = {m: self.models[m].model.embed(t[0]) for m, t in tensors.items()}
             logits = self.fusion_head(emb.get(Modality.FUNDUS), emb.get(Modality.OCT))
         inputs = "both" if len(emb) == 2 else f"{next(iter(emb)).value}-only"
+        share = None
+        if len(emb) == 2 and self.share_baseline is not None:
+            from retina_core.explain.modality_share import pair_share
+
+            share = pair_share(self.fusion_head, emb[Modality.FUNDUS], emb[Modality.OCT], self.share_baseline)
         return FusionPrediction(
             model="fusion_head",
             version=self.fusion_version.version,
             inputs=inputs,
             disease_probability=float(torch.softmax(logits.float(), 1)[0, 1]),
+            modality_share=share,
         )
 
     def _gradcam(

@@ -18,6 +18,7 @@ from retina_core.domain import Modality, Source
 from retina_core.evaluation import BinaryResult, Estimate
 from retina_core.evaluation.result import EvaluationResult
 from retina_core.reporting.data import ComparisonRow
+from retina_core.reporting.modality_share import ModalityShareSummary
 
 _JSON = TypeAdapter(dict[str, Any])
 """Pydantic's JSON mode for plain dicts (NaN becomes null), as the pipeline's output always was."""
@@ -265,6 +266,9 @@ class FusionEvaluation(_Data):
     temperatures: dict[str, float] = Field(description="Validation-fitted temperature per row.")
     history: list[dict[str, float]]
     best_epoch: int
+    modality_share: ModalityShareSummary | None = Field(
+        None, description="Share of fused decisions owed to each modality, with the complementary-set check."
+    )
 
     def row(self, key: str) -> FusionRow:
         for r in [*self.rows, *self.missing_modality]:

@@ -22,6 +22,7 @@ from retina_core.domain import Modality, Split, class_names
 from retina_core.drift.policy import RetrainDecision
 from retina_core.drift.result import DriftReport
 from retina_core.evaluation import BinaryResult, Estimate, EvaluationResult
+from retina_core.reporting.modality_share import ModalityShareSummary
 from retina_core.reporting.model_card import ModelCard
 
 PairingKind = Literal["virtual", "real"]
@@ -199,6 +200,9 @@ class ReportData(_Data):
     models: list[ModelSection] = Field(default_factory=list)
     fusion_comparison: list[ComparisonRow] | None = None
     missing_modality: list[ComparisonRow] | None = None
+    modality_share: ModalityShareSummary | None = Field(
+        None, description="Share of fused decisions owed to each modality, with the complementary-set check."
+    )
     explanations: list[ExplainSection] | None = None
     drift: DriftReport | None = Field(None, description="The newest drift check; None when none ran.")
     retrain: RetrainDecision | None = Field(None, description="Why this retrain ran: the rules that fired.")
