@@ -35,6 +35,8 @@ from torchvision.transforms.functional import gaussian_blur
 from retina_core.explain.cam import _check_images, _choose_targets, _outputs
 from retina_core.explain.state import borrowed_for_explanation
 
+IG_METHOD = "integrated_gradients"
+"""The name reports and settings use for this method."""
 IG_STEPS = 32
 """Gauss-Legendre steps; completeness error measured below 1% of the score change at 32."""
 BLUR_FRACTION = 1 / 8

@@ -13,10 +13,14 @@ manifold, unlike a zero vector, which after the head's LayerNorm means nothing).
 baseline (black field, blurred photo) does not apply here: the inputs are embeddings, and a
 black image's embedding is far off the manifold of real eyes.
 
-**Check by occlusion.** Independently of IG, each modality is occluded by the head's own
-learned "missing modality" input (what modality dropout trained it on), and the drop of the
-margin is that modality's occlusion effect. :func:`agreement` says how often both methods
-name the same modality as the larger contributor.
+**Check by occlusion.** Independently of IG's path integral, each modality is occluded in
+two ways and the drop of the margin is that modality's occlusion effect: replaced by the
+baseline (the normal-eye mean: the same question as IG, answered by one step instead of a
+path, so the two should agree unless the head's interactions matter), and replaced by the
+head's own learned "missing modality" input (what modality dropout trained it on; this asks
+a different question, "what does this view add over none?", which also credits a *normal*
+view for its reassurance, so it agrees less). :func:`agreement` says how often a method
+names the same modality as IG.
 
 **Check where the answer is known.** On complementary pairs (disease visible in one modality
 only) the diseased modality must carry the larger share: :func:`complementary_check` gives
@@ -94,6 +98,9 @@ class ModalityAttribution:
     occlusion_fundus: np.ndarray
     """``F(x) - F(x with the fundus embedding replaced by the head's missing input)``."""
     occlusion_oct: np.ndarray
+    baseline_occlusion_fundus: np.ndarray
+    """``F(x) - F(x with the fundus embedding replaced by the baseline's)``."""
+    baseline_occlusion_oct: np.ndarray
 
     @property
     def fundus_share(self) -> np.ndarray:
@@ -102,6 +109,10 @@ class ModalityAttribution:
     @property
     def occlusion_fundus_share(self) -> np.ndarray:
         return _share(self.occlusion_fundus, self.occlusion_oct)
+
+    @property
+    def baseline_occlusion_fundus_share(self) -> np.ndarray:
+        return _share(self.baseline_occlusion_fundus, self.baseline_occlusion_oct)
 
 
 def _share(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -128,7 +139,7 @@ def attribute_modalities(
     forward = _MarginOfConcat(head, fd)
     ig = IntegratedGradients(forward)
     ref = torch.cat([torch.as_tensor(baseline.fundus), torch.as_tensor(baseline.oct)])[None].float()
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("f", "o", "m", "b", "d", "of", "oo")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("f", "o", "m", "b", "d", "of", "oo", "bf", "bo")}
     for start in range(0, len(f), batch_size):
         x = torch.cat([f[start : start + batch_size], o[start : start + batch_size]], dim=1)
         refs = ref.expand_as(x).contiguous()
@@ -141,6 +152,8 @@ def attribute_modalities(
             no_fundus = _margin(head(None, x[:, fd:]))
             no_oct = _margin(head(x[:, :fd], None))
             parts["b"].append(forward(refs).numpy())
+            parts["bf"].append((margin - forward(torch.cat([refs[:, :fd], x[:, fd:]], 1))).numpy())
+            parts["bo"].append((margin - forward(torch.cat([x[:, :fd], refs[:, fd:]], 1))).numpy())
         parts["f"].append(attr[:, :fd].sum(1).detach().numpy())
         parts["o"].append(attr[:, fd:].sum(1).detach().numpy())
         parts["m"].append(margin.numpy())
@@ -156,6 +169,8 @@ def attribute_modalities(
         completeness_error=cat["d"],
         occlusion_fundus=cat["of"],
         occlusion_oct=cat["oo"],
+        baseline_occlusion_fundus=cat["bf"],
+        baseline_occlusion_oct=cat["bo"],
     )
 
 
@@ -164,11 +179,12 @@ def _margin(logits: Tensor) -> Tensor:
     return logits[:, 1] - logits[:, 0]
 
 
-def agreement(attribution: ModalityAttribution) -> float:
-    """Fraction of pairs where IG and occlusion name the same modality as the larger contributor."""
+def agreement(attribution: ModalityAttribution, *, to_baseline: bool = False) -> float:
+    """Fraction of pairs where IG and an occlusion (by the missing input, or ``to_baseline``)
+    name the same modality as the larger contributor."""
     ig = attribution.fundus_share > 0.5
-    occ = attribution.occlusion_fundus_share > 0.5
-    return float(np.mean(ig == occ)) if len(ig) else float("nan")
+    other = attribution.baseline_occlusion_fundus_share if to_baseline else attribution.occlusion_fundus_share
+    return float(np.mean(ig == (other > 0.5))) if len(ig) else float("nan")
 
 
 @dataclass(frozen=True)
@@ -252,6 +268,11 @@ def complementary_check(
     occ_share = np.where(
         on_fundus, attribution.occlusion_fundus_share, 1.0 - attribution.occlusion_fundus_share
     )
+    base_share = np.where(
+        on_fundus,
+        attribution.baseline_occlusion_fundus_share,
+        1.0 - attribution.baseline_occlusion_fundus_share,
+    )
     larger = (diseased_share > 0.5).astype(np.float64)
     estimate: Estimate = bootstrap_ci(np.mean, larger, groups=cases.groups, n_boot=n_boot, seed=seed)
     return ShareCheck(
@@ -262,6 +283,7 @@ def complementary_check(
         diseased_larger=estimate.to_dict(),
         mean_diseased_share=float(diseased_share.mean()),
         occlusion_diseased_larger=float(np.mean(occ_share > 0.5)),
+        baseline_occlusion_diseased_larger=float(np.mean(base_share > 0.5)),
     )
 
 
@@ -286,6 +308,7 @@ def summarise(
         mean_fundus_share=float(share.mean()) if len(share) else float("nan"),
         mean_fundus_share_diseased=float(share[diseased].mean()) if diseased.any() else float("nan"),
         occlusion_agreement=agreement(attribution),
+        baseline_occlusion_agreement=agreement(attribution, to_baseline=True),
         max_completeness_error=float(np.abs(attribution.completeness_error).max())
         if len(share)
         else float("nan"),

@@ -179,6 +179,14 @@ class GalleryItem(_Data):
     kind: GalleryKind
 
 
+class MethodScores(_Data):
+    """Another map method scored on the same images, masks and random maps as the section's own."""
+
+    method: str
+    pointing: list[PointingRow] | None = None
+    road: list[RoadRow] | None = None
+
+
 class ExplainSection(_Data):
     model: str
     method: str
@@ -186,9 +194,34 @@ class ExplainSection(_Data):
     road: list[RoadRow] | None = None
     road_metric: str = "ROAD combined = (LeRF − MoRF) / 2; higher is more faithful"
     gallery: list[GalleryItem] = Field(default_factory=list)
+    gallery_method: str | None = Field(None, description="The maps the gallery draws; None: ``method``.")
+    compared: list[MethodScores] = Field(
+        default_factory=list, description="Other map methods (Integrated Gradients) scored beside ``method``."
+    )
     note: str | None = Field(
         None, description="Set for the fusion model: what its maps show and why no scores."
     )
+
+    def method_rows(self) -> list[dict[str, Any]]:
+        """One row per map method, all classes pooled: the side-by-side comparison (None: not scored)."""
+        return [
+            _pooled(self.method, self.pointing, self.road),
+            *(_pooled(m.method, m.pointing, m.road) for m in self.compared),
+        ]
+
+
+def _pooled(method: str, pointing: list[PointingRow] | None, road: list[RoadRow] | None) -> dict[str, Any]:
+    p = next((r for r in pointing or [] if r.label == "all"), None)
+    r = next((r for r in road or [] if r.label == "all"), None)
+    return {
+        "method": method,
+        "hit_rate": None if p is None else p.hit_rate,
+        "random_hit_rate": None if p is None else p.random_hit_rate,
+        "energy": None if p is None else p.energy,
+        "random_energy": None if p is None else p.random_energy,
+        "road": None if r is None else r.cam_score,
+        "random_road": None if r is None else r.random_score,
+    }
 
 
 class ReportData(_Data):

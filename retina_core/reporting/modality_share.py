@@ -26,6 +26,9 @@ class ShareCheck(BaseModel):
     occlusion_diseased_larger: float = Field(
         description="The same fraction by occlusion with the head's missing-modality input."
     )
+    baseline_occlusion_diseased_larger: float = Field(
+        description="The same fraction by occlusion with the baseline (normal-eye mean) embedding."
+    )
 
 
 class ModalityShareSummary(BaseModel):
@@ -39,7 +42,11 @@ class ModalityShareSummary(BaseModel):
     mean_fundus_share: float = Field(description="Mean fundus share over the test pairs (OCT: 1 - this).")
     mean_fundus_share_diseased: float = Field(description="The same over the diseased test pairs.")
     occlusion_agreement: float = Field(
-        description="Fraction of test pairs where IG and occlusion name the same larger modality."
+        description="Fraction of test pairs where IG and occlusion by the missing-modality input name "
+        "the same larger modality."
+    )
+    baseline_occlusion_agreement: float = Field(
+        description="The same for occlusion by the baseline (normal-eye mean) embedding."
     )
     max_completeness_error: float = Field(
         description="Largest |sum of attributions - (F(x) - F(baseline))| over the test pairs."

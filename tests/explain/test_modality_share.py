@@ -48,7 +48,8 @@ def test_linear_head_parts_are_the_closed_form_and_occlusion_agrees() -> None:
     np.testing.assert_allclose(a.oct, o @ wo, rtol=1e-4, atol=1e-5)
     # with a zero baseline and a zero "missing" input, occlusion measures the same thing exactly
     np.testing.assert_allclose(a.occlusion_fundus, a.fundus, rtol=1e-4, atol=1e-5)
-    assert agreement(a) == 1.0
+    np.testing.assert_allclose(a.baseline_occlusion_oct, a.oct, rtol=1e-4, atol=1e-5)
+    assert agreement(a) == 1.0 and agreement(a, to_baseline=True) == 1.0
 
 
 def test_completeness_on_a_fusion_head_with_layernorm() -> None:
@@ -104,6 +105,7 @@ def test_diseased_modality_carries_the_larger_share_on_complementary_cases() -> 
     # occlusion by the "missing" input also removes a normal view's reassurance, so it agrees less
     # sharply than IG from a normal-eye baseline, but still names the diseased side in most cases
     assert check.occlusion_diseased_larger > 0.55
+    assert check.baseline_occlusion_diseased_larger > 0.75  # the same question as IG, in one step
 
     # the same check on cases whose diseased side is mislabelled must fail: it is not vacuous
     swapped = type(cases)(

@@ -25,6 +25,8 @@ def test_the_diseased_modality_carries_the_larger_share_on_complementary_cases(
     check = next(c for c in share.checks if c.source == "recombined")
     assert check.n_fundus_diseased > 0 and check.n_oct_diseased > 0
     assert check.diseased_larger["value"] >= 0.7 and check.diseased_larger["low"] > 0.5, check
+    # occluding the diseased embedding by the normal-eye mean costs more than occluding the normal one
+    assert check.baseline_occlusion_diseased_larger >= 0.7, check
     assert 0.0 <= share.mean_fundus_share <= 1.0 and 0.0 <= share.occlusion_agreement <= 1.0
 
 
