@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from retina_core.catalog.registry import champion
 from retina_core.fusion.multitask import (
     MISSING,
     MultiTaskFusion,
@@ -15,6 +17,9 @@ from retina_core.fusion.multitask import (
     masked_loss,
     predict_outputs,
 )
+from retina_core.fusion.multitask_train import train_multitask_fusion
+from retina_core.fusion.report import FusionReport
+from tests.fusion.world import World
 
 FD, OD = 8, 8
 
@@ -82,3 +87,27 @@ def test_masked_training_learns_all_three_tasks_above_chance() -> None:
     # the ordinal grade output rarely lands far off: most errors are one grade away
     predicted = outputs["grade"].argmax(1)
     assert np.mean(np.abs(predicted - test[2].grade) <= 1) > 0.8
+
+
+@pytest.mark.slow  # uses the paired world
+def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(
+    paired_world: World, paired_report: FusionReport
+) -> None:
+    report = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+    print(report.model_dump_json(indent=1))  # the numbers, for whoever reads the test log
+    both = report.row("fusion").metrics
+    assert both["grade_qwk"]["low"] > 0.0  # chance: 0
+    assert both["oct_macro_f1"]["low"] > 0.25  # chance with four classes: about 0.25
+    assert both["disease_auc"]["low"] > 0.5
+    assert {r.key for r in report.rows} == {
+        "fusion",
+        "fusion_fundus_only",
+        "fusion_oct_only",
+        "shuffled_control",
+    }
+    assert report.decision is not None and report.decision.promoted and report.status == "champion"
+    version = champion(paired_world.engine, "fusion_multitask")
+    assert version is not None and version.version == report.version
+    assert version.primary_metric == "disease_auc" and version.primary_value == both["disease_auc"]["value"]
+    again = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+    assert again.reused and again.version == report.version and again.rows == report.rows

@@ -1,0 +1,183 @@
+"""``train_multitask_fusion``: the multi-task head on the same pairs as the binary fusion run, registered.
+
+Same inputs as :func:`retina_core.fusion.train.gather_inputs` (encoders, cached embeddings,
+real or virtual pairs, the shuffled control), labels per pair from each image's own catalog
+label, then on the same test pairs: the head with both embeddings, with one (missing-modality
+rows) and the same head trained on shuffled pairs (the control). Each row gives QWK (grade),
+macro-F1 (OCT class) and AUC (disease) with patient-level CIs. The version is registered as
+``fusion_multitask``; the champion rule compares disease AUC, the metric every fusion head has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
+
+from retina_core.catalog.registry import (
+    Decision,
+    apply_decision,
+    champion,
+    decide,
+    find_by_run_key,
+    register_version,
+    run_key,
+)
+from retina_core.catalog.repository import image_records
+from retina_core.config import Settings
+from retina_core.domain import Modality, Split
+from retina_core.evaluation import Estimate
+from retina_core.fusion.arrays import PairArrays
+from retina_core.fusion.multitask import (
+    MultiTaskFusion,
+    TaskLabels,
+    evaluate_multitask,
+    fit_multitask,
+    pair_task_labels,
+    predict_outputs,
+)
+from retina_core.fusion.train import gather_inputs
+from retina_core.models.weights import state_dict_to_bytes
+from retina_core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "fusion_multitask"
+CODE_VERSION = "multitask-v1"
+PRIMARY = "disease_auc"
+
+
+class TaskRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+    key: str = Field(description="'fusion', 'fusion_fundus_only', 'fusion_oct_only' or 'shuffled_control'.")
+    inputs: str
+    metrics: dict[str, dict[str, float]] = Field(
+        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units."
+    )
+
+
+class MultiTaskReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+    model_name: str = MODEL_NAME
+    version: int
+    status: str
+    reused: bool
+    pairing: str
+    rows: list[TaskRow]
+    decision: Decision | None = None
+
+    def row(self, key: str) -> TaskRow:
+        return next(r for r in self.rows if r.key == key)
+
+
+def _labels(arrays: dict[Split, PairArrays], engine: Engine) -> dict[Split, TaskLabels]:
+    images = {r.sha256: (r.modality, r.label) for m in Modality for r in image_records(engine, m)}
+    return {s: pair_task_labels(a.pairs, images) for s, a in arrays.items()}
+
+
+def _row(key: str, inputs: str, scores: dict[str, Estimate]) -> TaskRow:
+    return TaskRow(key=key, inputs=inputs, metrics={k: v.to_dict() for k, v in scores.items()})
+
+
+def train_multitask_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> MultiTaskReport:
+    """Train, score and register the multi-task head; the same inputs reuse the registered version."""
+    fusion, evaluation = settings.fusion, settings.evaluation
+    inputs = gather_inputs(settings, engine, store)
+    key = run_key(
+        {
+            "model": MODEL_NAME,
+            "parents": inputs.parents(),
+            "fusion": fusion.model_dump(),
+            "eval": evaluation.model_dump(),
+            "code": CODE_VERSION,
+        }
+    )
+    existing = find_by_run_key(engine, MODEL_NAME, key)
+    if existing is not None:
+        stored = json.loads(store.get_bytes(f"{existing.object_prefix}/metrics.json"))
+        rows = [TaskRow.model_validate(r) for r in stored["rows"]]
+        return MultiTaskReport(
+            version=existing.version, status=existing.status, reused=True, pairing=inputs.pairing, rows=rows
+        )
+    arrays, control = inputs.arrays, inputs.control
+    labels, control_labels = _labels(arrays, engine), _labels(control, engine)
+    tr, va, te = (arrays[s] for s in (Split.TRAIN, Split.VAL, Split.TEST))
+    fd, od = tr.fundus.shape[1], tr.oct.shape[1]
+
+    def make() -> MultiTaskFusion:
+        return MultiTaskFusion(fd, od, hidden=fusion.hidden, modality_dropout=fusion.modality_dropout)
+
+    budget = {"epochs": fusion.epochs, "lr": fusion.lr, "seed": fusion.seed}
+    fit = fit_multitask(
+        make,
+        (tr.fundus, tr.oct, labels[Split.TRAIN]),
+        (va.fundus, va.oct, labels[Split.VAL]),
+        **budget,
+    )
+    ctr, cva, cte = (control[s] for s in (Split.TRAIN, Split.VAL, Split.TEST))
+    control_fit = fit_multitask(
+        make,
+        (ctr.fundus, ctr.oct, control_labels[Split.TRAIN]),
+        (cva.fundus, cva.oct, control_labels[Split.VAL]),
+        **budget,
+    )
+    boot = {"n_boot": evaluation.bootstrap, "seed": evaluation.seed}
+    y, groups = labels[Split.TEST], te.groups
+
+    def scored(
+        head: MultiTaskFusion, f: Any, o: Any, lab: TaskLabels = y, g: Any = groups
+    ) -> dict[str, Estimate]:
+        return evaluate_multitask(predict_outputs(head, f, o), lab, g, **boot)
+
+    rows = [
+        _row("fusion", "both", scored(fit.head, te.fundus, te.oct)),
+        _row("fusion_fundus_only", "fundus", scored(fit.head, te.fundus, None)),
+        _row("fusion_oct_only", "oct", scored(fit.head, None, te.oct)),
+        _row(
+            "shuffled_control",
+            "both",
+            scored(control_fit.head, cte.fundus, cte.oct, control_labels[Split.TEST], cte.groups),
+        ),
+    ]
+    auc = rows[0].metrics[PRIMARY]
+    files = {
+        "weights.safetensors": state_dict_to_bytes(fit.head.state_dict()),
+        "spec.json": json.dumps(fit.head.spec(), indent=2).encode(),
+        "config.json": json.dumps(
+            {"fusion": fusion.model_dump(), "parents": inputs.parents(), "run_key": key}, default=str
+        ).encode(),
+        "metrics.json": json.dumps(
+            {"rows": [r.model_dump() for r in rows], "history": fit.history, "best_epoch": fit.best_epoch}
+        ).encode(),
+    }
+    version = register_version(
+        engine,
+        store,
+        name=MODEL_NAME,
+        key=key,
+        files=files,
+        primary_metric=PRIMARY,
+        primary=(auc["value"], auc["low"], auc["high"]),
+        data_version=inputs.data_version,
+        parents=inputs.parents(),
+        summary={"pairing": inputs.pairing, "metrics": rows[0].metrics},
+    )
+    # Stored values are compared: re-scoring an older head needs its encoders' embeddings.
+    decision = decide(version, champion(engine, MODEL_NAME), margin=settings.registry.margin)
+    apply_decision(engine, decision)
+    log.info(
+        "%s v%d: disease AUC %.3f on %s pairs", MODEL_NAME, version.version, auc["value"], inputs.pairing
+    )
+    return MultiTaskReport(
+        version=version.version,
+        status="champion" if decision.promoted else version.status,
+        reused=False,
+        pairing=inputs.pairing,
+        rows=rows,
+        decision=decision,
+    )
