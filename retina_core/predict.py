@@ -30,12 +30,14 @@ from retina_core.data.validation import validate_image
 from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.evaluation.calibration import softmax
 from retina_core.evaluation.thresholds import regression_scores_to_probs
+from retina_core.fusion.multitask import MultiTaskPrediction
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import load_classifier, read_json
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 NAMES = {Modality.FUNDUS: "fundus_cnn", Modality.OCT: "oct_cnn"}
+MULTITASK_NAME = "fusion_multitask"
 
 
 class InvalidImage(ValueError):
@@ -83,6 +85,9 @@ class PredictResult(BaseModel):
     fundus: ModalityPrediction | None
     oct: ModalityPrediction | None
     fusion: FusionPrediction | None
+    multitask: MultiTaskPrediction | None = Field(
+        None, description="The multi-task fusion head (grade, OCT class, disease) when it is the champion."
+    )
     seconds: float
 
 
@@ -129,7 +134,32 @@ class Predictor:
             model = load_classifier(store, version.object_prefix, sha256=version.weights_sha256)
             extras = read_json(store, version.object_prefix, "metrics.json").get("extras", {})
             self.models[modality] = _Loaded(version, model, extras)
+        self.multitask = self._champion_multitask(engine, store)
         self.load_seconds = time.perf_counter() - started
+
+    def _champion_multitask(self, engine: Engine, store: ObjectStore) -> tuple[ModelVersion, Any] | None:
+        """The champion multi-task head, when it was trained on the encoders loaded here."""
+        found = champion(engine, MULTITASK_NAME)
+        if found is None or any(
+            m not in self.models or int(found.parents.get(n, -1)) != self.models[m].version.version
+            for m, n in NAMES.items()
+        ):
+            return None
+        from retina_core.fusion.multitask import load_multitask
+
+        return found, load_multitask(store, found)
+
+    def _multitask(
+        self, tensors: dict[Modality, tuple[torch.Tensor, np.ndarray]]
+    ) -> MultiTaskPrediction | None:
+        if self.multitask is None:
+            return None
+        from retina_core.fusion.multitask import predict_one
+
+        version, head = self.multitask
+        with torch.inference_mode():
+            emb = {m: self.models[m].model.embed(t[0]) for m, t in tensors.items()}
+        return predict_one(head, version, emb.get(Modality.FUNDUS), emb.get(Modality.OCT))
 
     def _tensor(self, modality: Modality, data: bytes) -> tuple[torch.Tensor, np.ndarray]:
         checked = validate_image(data, modality, self.settings.ingest)
@@ -181,6 +211,7 @@ class Predictor:
             fundus=results.get(Modality.FUNDUS),
             oct=results.get(Modality.OCT),
             fusion=fusion,
+            multitask=self._multitask(tensors),
             seconds=time.perf_counter() - started,
         )
 

@@ -19,6 +19,7 @@ macro-F1 for the OCT class, AUC for disease.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +27,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
+from retina_core.catalog.registry import ModelVersion
 from retina_core.data.pairing import Pair
-from retina_core.domain import DRGrade, Modality, OctClass
+from retina_core.domain import DRGrade, Modality, OctClass, class_names
 from retina_core.evaluation import Estimate, bootstrap_ci
 from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa, roc_auc_binary
 from retina_core.fusion.fit import BATCH_SIZE, PATIENCE, WEIGHT_DECAY, one_thread
 from retina_core.models.fusion import _TwoModalityHead
+from retina_core.models.persist import read_weights
+from retina_core.storage import ObjectStore
 from retina_core.training.loop import seed_everything
 
 GRADES = len(DRGrade)
@@ -219,3 +224,53 @@ def evaluate_multitask(
             metric, y[rows], outputs[task][rows], groups=groups[rows], n_boot=n_boot, seed=seed
         )
     return out
+
+
+class MultiTaskPrediction(BaseModel):
+    """The multi-task head's answer for one eye, as ``predict`` returns it."""
+
+    model: str
+    version: int
+    inputs: str
+    grade_probabilities: dict[str, float]
+    grade: str
+    oct_probabilities: dict[str, float]
+    oct_class: str
+    disease_probability: float
+
+
+def load_multitask(store: ObjectStore, version: ModelVersion) -> MultiTaskFusion:
+    """A registered multi-task head in eval mode (weights checked against the registry's hash)."""
+    spec = json.loads(store.get_bytes(f"{version.object_prefix}/spec.json"))
+    head = MultiTaskFusion(
+        int(spec["fundus_dim"]),
+        int(spec["oct_dim"]),
+        hidden=int(spec["hidden"]),
+        modality_dropout=float(spec.get("modality_dropout", 0.0)),
+    )
+    head.load_state_dict(read_weights(store, version.object_prefix, sha256=version.weights_sha256))
+    return head.eval()
+
+
+def predict_one(
+    head: MultiTaskFusion, version: ModelVersion, fundus_emb: Tensor | None, oct_emb: Tensor | None
+) -> MultiTaskPrediction:
+    as_array = lambda t: None if t is None else t.detach().float().numpy()  # noqa: E731
+    out = predict_outputs(head, as_array(fundus_emb), as_array(oct_emb))
+    grades, classes = class_names(Modality.FUNDUS), class_names(Modality.OCT)
+    g, c = out["grade"][0], out["oct_class"][0]
+    inputs = (
+        "both"
+        if fundus_emb is not None and oct_emb is not None
+        else ("fundus-only" if fundus_emb is not None else "oct-only")
+    )
+    return MultiTaskPrediction(
+        model=version.name,
+        version=version.version,
+        inputs=inputs,
+        grade_probabilities={n: float(p) for n, p in zip(grades, g, strict=True)},
+        grade=grades[int(g.argmax())],
+        oct_probabilities={n: float(p) for n, p in zip(classes, c, strict=True)},
+        oct_class=classes[int(c.argmax())],
+        disease_probability=float(out["disease"][0]),
+    )

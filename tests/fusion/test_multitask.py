@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from retina_core.fusion.multitask import (
 )
 from retina_core.fusion.multitask_train import train_multitask_fusion
 from retina_core.fusion.report import FusionReport
+from retina_core.predict import Predictor
 from tests.fusion.world import World
 
 FD, OD = 8, 8
@@ -111,3 +114,25 @@ def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(
     assert version.primary_metric == "disease_auc" and version.primary_value == both["disease_auc"]["value"]
     again = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
     assert again.reused and again.version == report.version and again.rows == report.rows
+
+
+@pytest.mark.slow  # uses the paired world
+def test_predict_returns_the_champion_multitask_outputs(
+    paired_world: World, paired_report: FusionReport
+) -> None:
+    report = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+    with (paired_world.out / "pairs.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    fundus = (paired_world.out / row["fundus_path"]).read_bytes()
+    oct = (paired_world.out / row["oct_path"]).read_bytes()
+    predictor = Predictor(paired_world.settings, paired_world.engine, paired_world.store)
+    result = predictor.predict(fundus, oct).multitask
+    assert result is not None and result.version == report.version and result.inputs == "both"
+    for probs, top in (
+        (result.grade_probabilities, result.grade),
+        (result.oct_probabilities, result.oct_class),
+    ):
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+        assert top == max(probs, key=probs.__getitem__)
+    only_oct = predictor.predict(None, oct).multitask
+    assert only_oct is not None and only_oct.inputs == "oct-only"
