@@ -147,6 +147,10 @@ class FusionSettings(_Section):
     pairing: Literal["auto", "virtual", "real"] = Field(
         "auto", description="'auto' uses real pairs when a pairs manifest was ingested."
     )
+    multitask: bool = Field(
+        False,
+        description="Also train and register the multi-task head (fusion_multitask: DR grade, OCT class, disease).",
+    )
     seed: int = 0
 
 

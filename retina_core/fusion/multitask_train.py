@@ -16,11 +16,10 @@ import json
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
-from retina_core.catalog.registry import Decision, ModelVersion, run_key
+from retina_core.catalog.registry import ModelVersion, run_key
 from retina_core.catalog.repository import image_records
 from retina_core.config import Settings
 from retina_core.domain import Modality, Split
@@ -37,6 +36,7 @@ from retina_core.fusion.multitask import (
 )
 from retina_core.fusion.train import gather_inputs
 from retina_core.models.weights import state_dict_to_bytes
+from retina_core.results import MultiTaskReport, TaskRow
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -44,31 +44,6 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "fusion_multitask"
 CODE_VERSION = "multitask-v1"
 PRIMARY = "disease_auc"
-
-
-class TaskRow(BaseModel):
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
-
-    key: str = Field(description="'fusion', 'fusion_fundus_only', 'fusion_oct_only' or 'shuffled_control'.")
-    inputs: str
-    metrics: dict[str, dict[str, float]] = Field(
-        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units."
-    )
-
-
-class MultiTaskReport(BaseModel):
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
-
-    model_name: str = MODEL_NAME
-    version: int
-    status: str
-    reused: bool
-    pairing: str
-    rows: list[TaskRow]
-    decision: Decision | None = None
-
-    def row(self, key: str) -> TaskRow:
-        return next(r for r in self.rows if r.key == key)
 
 
 def _labels(arrays: dict[Split, PairArrays], engine: Engine) -> dict[Split, TaskLabels]:
