@@ -20,7 +20,6 @@ from retina_core.fusion.multitask import (
     predict_outputs,
 )
 from retina_core.fusion.multitask_train import train_multitask_fusion
-from retina_core.fusion.report import FusionReport
 from retina_core.predict import Predictor
 from tests.fusion.world import World
 
@@ -93,9 +92,8 @@ def test_masked_training_learns_all_three_tasks_above_chance() -> None:
 
 
 @pytest.mark.slow  # uses the paired world
-def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(
-    paired_world: World, paired_report: FusionReport
-) -> None:
+def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(own_world: World) -> None:
+    paired_world = own_world  # registers and promotes: a private copy of the paired world
     report = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
     print(report.model_dump_json(indent=1))  # the numbers, for whoever reads the test log
     both = report.row("fusion").metrics
@@ -117,9 +115,8 @@ def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(
 
 
 @pytest.mark.slow  # uses the paired world
-def test_predict_returns_the_champion_multitask_outputs(
-    paired_world: World, paired_report: FusionReport
-) -> None:
+def test_predict_returns_the_champion_multitask_outputs(own_world: World) -> None:
+    paired_world = own_world  # registers and promotes: a private copy of the paired world
     report = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
     with (paired_world.out / "pairs.csv").open() as fh:
         row = next(csv.DictReader(fh))
