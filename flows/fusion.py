@@ -15,7 +15,7 @@ from pydantic import Field
 from flows.common import RunConfig
 from flows.embed import EmbedParams, embed_flow
 from retina_core.results import FusionReport
-from tasks.fusion import publish_fusion_artifacts, train_fusion
+from tasks.fusion import publish_fusion_artifacts, train_fusion, train_multitask_fusion
 
 
 class FusionParams(RunConfig):
@@ -46,4 +46,6 @@ def train_fusion_flow(params: FusionParams) -> FusionReport:
     report = train_fusion(settings).model_copy(update={"embeddings": embedded})
     logger.info("%s", report.summary_text())
     publish_fusion_artifacts(report)
+    if settings.fusion.multitask:
+        logger.info("%s", train_multitask_fusion(settings).summary_text())
     return report

@@ -150,6 +150,10 @@ class FusionSettings(_Section):
     pairing: Literal["auto", "virtual", "real"] = Field(
         "auto", description="'auto' uses real pairs when a pairs manifest was ingested."
     )
+    multitask: bool = Field(
+        False,
+        description="Also train and register the multi-task head (fusion_multitask: DR grade, OCT class, disease).",
+    )
     seed: int = 0
 
 
@@ -162,6 +166,12 @@ class ExplainSettings(_Section):
     method: Literal["gradcam", "gradcam++", "eigencam", "scorecam"] = "gradcam"
     examples_per_class: int = Field(4, ge=1)
     max_images: int = Field(64, ge=1, description="Images scored for the pointing game per model.")
+    integrated_gradients: bool = Field(
+        True, description="Also score Integrated Gradients maps (pointing game, ROAD) beside the CAM method."
+    )
+    gallery_method: Literal["cam", "integrated_gradients"] = Field(
+        "cam", description="Which maps the galleries draw: the CAM method above, or Integrated Gradients."
+    )
 
 
 class EvalSettings(_Section):

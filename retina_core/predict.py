@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from retina_core.catalog.registry import ModelVersion, champion, get_version, list_versions
@@ -32,12 +32,14 @@ from retina_core.domain import Modality, is_disease, is_referable
 from retina_core.evaluation.calibration import softmax
 from retina_core.evaluation.thresholds import regression_scores_to_probs
 from retina_core.evaluation.volume import VolumePrediction, predict_volume
+from retina_core.fusion.multitask import MultiTaskPrediction
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import load_classifier, read_json
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 NAMES = {Modality.FUNDUS: "fundus_cnn", Modality.OCT: "oct_cnn"}
+MULTITASK_NAME = "fusion_multitask"
 
 
 class InvalidImage(ValueError):
@@ -76,6 +78,11 @@ class FusionPrediction(BaseModel):
     version: int
     inputs: str
     disease_probability: float
+    modality_share: dict[str, float] | None = Field(
+        None,
+        description="Share of the fused disease margin owed to each modality (Integrated Gradients over "
+        "the two embeddings); None unless both images were given and the head stores its baseline.",
+    )
     gradcam: dict[str, str] | None = None
 
 
@@ -83,6 +90,9 @@ class PredictResult(BaseModel):
     fundus: ModalityPrediction | None
     oct: ModalityPrediction | None
     fusion: FusionPrediction | None
+    multitask: MultiTaskPrediction | None = Field(
+        None, description="The multi-task fusion head (grade, OCT class, disease) when it is the champion."
+    )
     seconds: float
 
 
@@ -109,6 +119,7 @@ class Predictor:
         self.settings, self.store = settings, store
         self.fusion_version = _preferred(engine, "fusion_head")
         self.fusion_head = None
+        self.share_baseline = None
         wanted: dict[Modality, ModelVersion | None] = {m: _preferred(engine, n) for m, n in NAMES.items()}
         if self.fusion_version is not None:
             from retina_core.models.fusion import load_head
@@ -118,6 +129,9 @@ class Predictor:
             self.fusion_head = load_head(
                 store, self.fusion_version.object_prefix, sha256=self.fusion_version.weights_sha256
             )
+            from retina_core.fusion.attribution import load_baseline
+
+            self.share_baseline = load_baseline(store, self.fusion_version.object_prefix)
         self.models: dict[Modality, _Loaded] = {}
         for modality, version in wanted.items():
             if version is None:
@@ -125,7 +139,32 @@ class Predictor:
             model = load_classifier(store, version.object_prefix, sha256=version.weights_sha256)
             extras = read_json(store, version.object_prefix, "metrics.json").get("extras", {})
             self.models[modality] = _Loaded(version, model, extras)
+        self.multitask = self._champion_multitask(engine, store)
         self.load_seconds = time.perf_counter() - started
+
+    def _champion_multitask(self, engine: Engine, store: ObjectStore) -> tuple[ModelVersion, Any] | None:
+        """The champion multi-task head, when it was trained on the encoders loaded here."""
+        found = champion(engine, MULTITASK_NAME)
+        if found is None or any(
+            m not in self.models or int(found.parents.get(n, -1)) != self.models[m].version.version
+            for m, n in NAMES.items()
+        ):
+            return None
+        from retina_core.fusion.multitask import load_multitask
+
+        return found, load_multitask(store, found)
+
+    def _multitask(
+        self, tensors: dict[Modality, tuple[torch.Tensor, np.ndarray]]
+    ) -> MultiTaskPrediction | None:
+        if self.multitask is None:
+            return None
+        from retina_core.fusion.multitask import predict_one
+
+        version, head = self.multitask
+        with torch.inference_mode():
+            emb = {m: self.models[m].model.embed(t[0]) for m, t in tensors.items()}
+        return predict_one(head, version, emb.get(Modality.FUNDUS), emb.get(Modality.OCT))
 
     def _tensor(self, modality: Modality, data: bytes) -> tuple[torch.Tensor, np.ndarray]:
         checked = validate_image(data, modality, self.settings.ingest)
@@ -195,6 +234,7 @@ class Predictor:
             fundus=results.get(Modality.FUNDUS),
             oct=results.get(Modality.OCT),
             fusion=fusion,
+            multitask=self._multitask(tensors),
             seconds=time.perf_counter() - started,
         )
 
@@ -205,11 +245,17 @@ class Predictor:
             emb = {m: self.models[m].model.embed(t[0]) for m, t in tensors.items()}
             logits = self.fusion_head(emb.get(Modality.FUNDUS), emb.get(Modality.OCT))
         inputs = "both" if len(emb) == 2 else f"{next(iter(emb)).value}-only"
+        share = None
+        if len(emb) == 2 and self.share_baseline is not None:
+            from retina_core.explain.modality_share import pair_share
+
+            share = pair_share(self.fusion_head, emb[Modality.FUNDUS], emb[Modality.OCT], self.share_baseline)
         return FusionPrediction(
             model="fusion_head",
             version=self.fusion_version.version,
             inputs=inputs,
             disease_probability=float(torch.softmax(logits.float(), 1)[0, 1]),
+            modality_share=share,
         )
 
     def _gradcam(

@@ -18,6 +18,7 @@ from retina_core.domain import Modality, Source
 from retina_core.evaluation import BinaryResult, Estimate
 from retina_core.evaluation.result import EvaluationResult
 from retina_core.reporting.data import ComparisonRow
+from retina_core.reporting.modality_share import ModalityShareSummary
 
 _JSON = TypeAdapter(dict[str, Any])
 """Pydantic's JSON mode for plain dicts (NaN becomes null), as the pipeline's output always was."""
@@ -265,6 +266,9 @@ class FusionEvaluation(_Data):
     temperatures: dict[str, float] = Field(description="Validation-fitted temperature per row.")
     history: list[dict[str, float]]
     best_epoch: int
+    modality_share: ModalityShareSummary | None = Field(
+        None, description="Share of fused decisions owed to each modality, with the complementary-set check."
+    )
 
     def row(self, key: str) -> FusionRow:
         for r in [*self.rows, *self.missing_modality]:
@@ -436,3 +440,39 @@ class PipelineResult(BaseModel):
             )
         lines.append(f"report: {Path(self.report_path).absolute().as_uri()}")
         return "\n".join(lines)
+
+
+class TaskRow(_Data):
+    """One row of the multi-task head's evaluation (all on the same test pairs but the control)."""
+
+    key: str = Field(description="'fusion', 'fusion_fundus_only', 'fusion_oct_only' or 'shuffled_control'.")
+    inputs: str
+    metrics: dict[str, dict[str, float]] = Field(
+        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units."
+    )
+
+
+class MultiTaskReport(_Data):
+    """What ``train_multitask_fusion`` returns: the registered version and its three metrics per row."""
+
+    model_name: str = "fusion_multitask"
+    version: int
+    status: str
+    reused: bool
+    pairing: str
+    rows: list[TaskRow]
+    decision: Decision | None = None
+
+    def row(self, key: str) -> TaskRow:
+        return next(r for r in self.rows if r.key == key)
+
+    def summary_text(self) -> str:
+        m = self.row("fusion").metrics
+
+        def fmt(k: str) -> str:
+            return f"{m[k]['value']:.3f} [{m[k]['low']:.3f}, {m[k]['high']:.3f}]"
+
+        return (
+            f"{self.model_name} v{self.version} ({self.status}, {self.pairing} pairs): "
+            f"grade QWK {fmt('grade_qwk')}, OCT macro-F1 {fmt('oct_macro_f1')}, disease AUC {fmt('disease_auc')}"
+        )

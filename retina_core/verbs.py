@@ -39,7 +39,14 @@ from retina_core.domain import Modality, Source
 from retina_core.landing import open_landing
 from retina_core.progress import ShardDone, StageFinished, StageStarted, emit, reports_stage
 from retina_core.reporting.data import ExplainSection
-from retina_core.results import EmbedPlan, EmbedReport, FusionReport, IngestSummary, TrainReport
+from retina_core.results import (
+    EmbedPlan,
+    EmbedReport,
+    FusionReport,
+    IngestSummary,
+    MultiTaskReport,
+    TrainReport,
+)
 from retina_core.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -263,6 +270,13 @@ def train_fusion(settings: Settings) -> FusionReport:
     from retina_core.fusion import train as fusion
 
     return fusion.train_fusion(settings, catalog_engine(settings), curated_store(settings))
+
+
+def train_multitask_fusion(settings: Settings) -> MultiTaskReport:
+    """Train, score and register the multi-task fusion head (grade, OCT class, disease)."""
+    from retina_core.fusion.multitask_train import train_multitask_fusion as train
+
+    return train(settings, catalog_engine(settings), curated_store(settings))
 
 
 # -- explain -----------------------------------------------------------------------------------

@@ -9,13 +9,18 @@ from prefect.cache_policies import NONE
 from retina_core import verbs
 from retina_core.config import Settings
 from retina_core.fusion.report import fusion_markdown
-from retina_core.results import FusionReport
+from retina_core.results import FusionReport, MultiTaskReport
 from tasks.retries import IO_RETRIES
 
 
 @task(name="train-fusion", cache_policy=NONE, **IO_RETRIES)
 def train_fusion(settings: Settings) -> FusionReport:
     return verbs.train_fusion(settings)
+
+
+@task(name="train-multitask-fusion", cache_policy=NONE, **IO_RETRIES)
+def train_multitask_fusion(settings: Settings) -> MultiTaskReport:
+    return verbs.train_multitask_fusion(settings)
 
 
 @task(name="publish-fusion-artifacts", cache_policy=NONE)

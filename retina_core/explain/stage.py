@@ -13,6 +13,7 @@ the label?); galleries explain the *predicted* class (why did the model say this
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +29,22 @@ from retina_core.domain import Split
 from retina_core.evaluation.task_spec import TaskSpec
 from retina_core.evaluation.volume import DECISION_RULE, volume_scores
 from retina_core.explain.cam import compute_cams
+from retina_core.explain.integrated_gradients import IG_METHOD, ig_maps
 from retina_core.explain.overlay import overlay, save_png, side_by_side
 from retina_core.explain.pointing import score_pointing, summarise_pointing
 from retina_core.explain.road import road_scores
 from retina_core.models.classifier import RetinaClassifier
 from retina_core.models.persist import read_json
 from retina_core.progress import reports_stage
-from retina_core.reporting.data import ExplainSection, GalleryItem, pointing_rows, road_rows
+from retina_core.reporting.data import (
+    ExplainSection,
+    GalleryItem,
+    MethodScores,
+    PointingRow,
+    RoadRow,
+    pointing_rows,
+    road_rows,
+)
 from retina_core.storage import ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -116,6 +126,50 @@ def volume_driver_picks(preds: TestPredictions, normal_class: int, count: int) -
     return [(i, "volume-driver") for _, i in sorted(scored, reverse=True)[:count]]
 
 
+MapsFor = Callable[[RetinaClassifier, torch.Tensor, list[int]], np.ndarray]
+"""A map method: model, normalised images and targets → (N, H, W) maps in [0, 1]."""
+
+
+def _map_method(name: str, settings: ExplainSettings) -> MapsFor:
+    if name == IG_METHOD:
+        return lambda model, x, targets: ig_maps(model, x, targets)
+    return lambda model, x, targets: compute_cams(model, x, targets=targets, method=settings.method).maps
+
+
+def _scores(
+    model: RetinaClassifier,
+    preds: TestPredictions,
+    candidates: list[int],
+    masks: dict[int, np.ndarray],
+    maps_for: MapsFor,
+    seed: int,
+) -> tuple[list[PointingRow] | None, list[RoadRow] | None]:
+    """Pointing game (where masks exist) and ROAD, each against random maps, for one map method.
+
+    Every method gets the same images, masks, targets and random-map seed, so their rows compare.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(model.spec.label_names)
+    pointing = None
+    if masks:
+        idx = sorted(masks)
+        maps = maps_for(model, to_tensor(model, preds.images[idx]), [int(preds.labels[i]) for i in idx])
+        records = [
+            score_pointing(names[int(preds.labels[i])], cam, masks[i], rng)
+            for i, cam in zip(idx, maps, strict=True)
+        ]
+        pointing = pointing_rows(summarise_pointing(records))
+
+    road_idx = candidates[:ROAD_IMAGES]
+    road = None
+    if road_idx:
+        x = to_tensor(model, preds.images[road_idx])
+        targets = [int(preds.labels[i]) for i in road_idx]
+        comparison = road_scores(model, x, maps_for(model, x, targets), targets, seed=seed)
+        road = road_rows([names[t] for t in targets], comparison.cam.combined, comparison.random.combined)
+    return pointing, road
+
+
 def explain_model(
     model: RetinaClassifier,
     preds: TestPredictions,
@@ -125,52 +179,38 @@ def explain_model(
     *,
     seed: int = 0,
 ) -> ExplainSection:
-    """Compute everything the report's explanation section needs for one model."""
+    """Compute everything the report's explanation section needs for one model.
+
+    The CAM method is scored first; with ``settings.integrated_gradients`` IG maps are scored
+    on the same images beside it. The gallery draws the method ``settings.gallery_method`` names.
+    """
     rng = np.random.default_rng(seed)
     names = list(model.spec.label_names)
     n = len(preds.labels)
     candidates = rng.permutation(n)[: settings.max_images].tolist()
     masks = _masks(store, model, preds, candidates)
-
-    pointing = None
-    if masks:
-        idx = sorted(masks)
-        cams = compute_cams(
-            model,
-            to_tensor(model, preds.images[idx]),
-            targets=[int(preds.labels[i]) for i in idx],
-            method=settings.method,
+    cam_method = _map_method(str(settings.method), settings)
+    pointing, road = _scores(model, preds, candidates, masks, cam_method, seed)
+    compared = []
+    if settings.integrated_gradients:
+        ig_pointing, ig_road = _scores(
+            model, preds, candidates, masks, _map_method(IG_METHOD, settings), seed
         )
-        records = [
-            score_pointing(names[int(preds.labels[i])], cam, masks[i], rng)
-            for i, cam in zip(idx, cams.maps, strict=True)
-        ]
-        pointing = pointing_rows(summarise_pointing(records))
-
-    road_idx = candidates[:ROAD_IMAGES]
-    road = None
-    if road_idx:
-        x = to_tensor(model, preds.images[road_idx])
-        targets = [int(preds.labels[i]) for i in road_idx]
-        cams = compute_cams(model, x, targets=targets, method=settings.method)
-        comparison = road_scores(model, x, cams.maps, targets, seed=seed)
-        road = road_rows([names[t] for t in targets], comparison.cam.combined, comparison.random.combined)
+        compared.append(MethodScores(method=IG_METHOD, pointing=ig_pointing, road=ig_road))
 
     gallery: list[GalleryItem] = []
     normal = TaskSpec.for_modality(model.spec.modality).normal_class
     picks = gallery_picks(preds, settings.examples_per_class)
     picks += volume_driver_picks(preds, normal, 2 * settings.examples_per_class)
+    gallery_method = settings.method if settings.gallery_method == "cam" else IG_METHOD
     if picks:
         idx = [i for i, _ in picks]
         predicted = preds.probs.argmax(1)
-        cams = compute_cams(
-            model,
-            to_tensor(model, preds.images[idx]),
-            targets=[int(predicted[i]) for i in idx],
-            method=settings.method,
+        maps = _map_method(str(gallery_method), settings)(
+            model, to_tensor(model, preds.images[idx]), [int(predicted[i]) for i in idx]
         )
         folder = out_dir / "gallery" / model.spec.name
-        for (i, kind), cam in zip(picks, cams.maps, strict=True):
+        for (i, kind), cam in zip(picks, maps, strict=True):
             true, pred = names[int(preds.labels[i])], names[int(predicted[i])]
             image = preds.images[i]
             mask = masks.get(i)
@@ -191,7 +231,13 @@ def explain_model(
                 )
             )
     return ExplainSection(
-        model=model.spec.name, method=str(settings.method), pointing=pointing, road=road, gallery=gallery
+        model=model.spec.name,
+        method=str(settings.method),
+        pointing=pointing,
+        road=road,
+        compared=compared,
+        gallery=gallery,
+        gallery_method=str(gallery_method),
     )
 
 

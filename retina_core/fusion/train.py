@@ -29,6 +29,7 @@ from retina_core.data.pairing import Pair, pair_counts, real_pairs, shuffled_pai
 from retina_core.domain import Modality, Split
 from retina_core.evaluation import evaluate_binary
 from retina_core.fusion.arrays import EmbeddingTable, PairArrays, split_pair_arrays
+from retina_core.fusion.attribution import baseline_file, image_disease, measure_shares
 from retina_core.fusion.embed import (
     catalogued_images,
     compute_embeddings,
@@ -55,7 +56,7 @@ from retina_core.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "fusion_head"
-FUSION_CODE_VERSION = "fusion-v1"
+FUSION_CODE_VERSION = "fusion-v2"  # v2: the modality share is measured and stored
 """Part of the run key: bump when the experiment changes meaning, so old runs are not reused."""
 
 
@@ -254,9 +255,16 @@ def train_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> Fusi
             inputs.pairing,
             inputs.counts(),
         )
+        ev.modality_share, baseline = measure_shares(
+            heads.fusion.head,
+            inputs.arrays,
+            image_disease(engine),
+            settings.evaluation,
+            seed=settings.fusion.seed,
+        )
         auc = ev.row("fusion").result.auc
         return NewVersion(
-            files=_files(settings, inputs, key, ev, heads),
+            files=_files(settings, inputs, key, ev, heads) | baseline_file(baseline),
             primary_metric="auc",
             primary=(auc.value, auc.low, auc.high),
             data_version=inputs.data_version,

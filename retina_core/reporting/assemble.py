@@ -187,6 +187,7 @@ def build_report_data(
         models=models,
         fusion_comparison=fusion.comparison_rows() if fusion is not None else None,
         missing_modality=fusion.missing_modality_rows() if fusion is not None else None,
+        modality_share=fusion.evaluation.modality_share if fusion is not None else None,
         explanations=list(explanations) or None,
         notes=all_notes,
     )

@@ -23,6 +23,7 @@ from retina_core.drift.policy import RetrainDecision
 from retina_core.drift.result import DriftReport
 from retina_core.evaluation import BinaryResult, Estimate, EvaluationResult
 from retina_core.evaluation.volume import VolumeLevelResult
+from retina_core.reporting.modality_share import ModalityShareSummary
 from retina_core.reporting.model_card import ModelCard
 
 PairingKind = Literal["virtual", "real"]
@@ -183,6 +184,14 @@ class GalleryItem(_Data):
     kind: GalleryKind
 
 
+class MethodScores(_Data):
+    """Another map method scored on the same images, masks and random maps as the section's own."""
+
+    method: str
+    pointing: list[PointingRow] | None = None
+    road: list[RoadRow] | None = None
+
+
 class ExplainSection(_Data):
     model: str
     method: str
@@ -190,9 +199,34 @@ class ExplainSection(_Data):
     road: list[RoadRow] | None = None
     road_metric: str = "ROAD combined = (LeRF − MoRF) / 2; higher is more faithful"
     gallery: list[GalleryItem] = Field(default_factory=list)
+    gallery_method: str | None = Field(None, description="The maps the gallery draws; None: ``method``.")
+    compared: list[MethodScores] = Field(
+        default_factory=list, description="Other map methods (Integrated Gradients) scored beside ``method``."
+    )
     note: str | None = Field(
         None, description="Set for the fusion model: what its maps show and why no scores."
     )
+
+    def method_rows(self) -> list[dict[str, Any]]:
+        """One row per map method, all classes pooled: the side-by-side comparison (None: not scored)."""
+        return [
+            _pooled(self.method, self.pointing, self.road),
+            *(_pooled(m.method, m.pointing, m.road) for m in self.compared),
+        ]
+
+
+def _pooled(method: str, pointing: list[PointingRow] | None, road: list[RoadRow] | None) -> dict[str, Any]:
+    p = next((r for r in pointing or [] if r.label == "all"), None)
+    r = next((r for r in road or [] if r.label == "all"), None)
+    return {
+        "method": method,
+        "hit_rate": None if p is None else p.hit_rate,
+        "random_hit_rate": None if p is None else p.random_hit_rate,
+        "energy": None if p is None else p.energy,
+        "random_energy": None if p is None else p.random_energy,
+        "road": None if r is None else r.cam_score,
+        "random_road": None if r is None else r.random_score,
+    }
 
 
 class ReportData(_Data):
@@ -204,6 +238,9 @@ class ReportData(_Data):
     models: list[ModelSection] = Field(default_factory=list)
     fusion_comparison: list[ComparisonRow] | None = None
     missing_modality: list[ComparisonRow] | None = None
+    modality_share: ModalityShareSummary | None = Field(
+        None, description="Share of fused decisions owed to each modality, with the complementary-set check."
+    )
     explanations: list[ExplainSection] | None = None
     drift: DriftReport | None = Field(None, description="The newest drift check; None when none ran.")
     retrain: RetrainDecision | None = Field(None, description="Why this retrain ran: the rules that fired.")

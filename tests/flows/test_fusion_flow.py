@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from retina_core.catalog.registry import champion
 from retina_core.config import write_settings_file
 from retina_core.data.synthetic import SynthSpec
 from retina_core.domain import Modality
@@ -54,6 +55,15 @@ def test_embed_then_fusion_flow_map_shards_and_publishflow_run_artifacts(
     assert {"fusion-comparison", "fusion-comparison-table"} <= set(artifacts)
     markdown = artifacts["fusion-comparison"].data
     assert "VIRTUAL pairs" in markdown and "Shuffled-pair control" in markdown
+    assert champion(world.engine, "fusion_multitask") is None  # off unless asked for
+
+    multitask = world.settings.model_copy(deep=True)
+    multitask.fusion.multitask = True
+    config = str(write_settings_file(multitask, world.out.parent / "multitask.yaml"))
+    assert train_fusion_flow(FusionParams(epochs=5, config_file=config), return_state=True).is_completed()
+    registered = champion(world.engine, "fusion_multitask")
+    assert registered is not None and registered.primary_metric == "disease_auc"
+    assert set(registered.summary["metrics"]) == {"grade_qwk", "oct_macro_f1", "disease_auc"}
 
 
 def test_flow_parameters_render_a_form_schema() -> None:

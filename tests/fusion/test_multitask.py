@@ -1,0 +1,135 @@
+"""Multi-task fusion head: a masked loss that trains every task from whatever labels a pair has."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from retina_core.catalog.registry import champion
+from retina_core.fusion.multitask import (
+    MISSING,
+    MultiTaskFusion,
+    TaskLabels,
+    evaluate_multitask,
+    fit_multitask,
+    grade_probabilities,
+    masked_loss,
+    predict_outputs,
+)
+from retina_core.fusion.multitask_train import train_multitask_fusion
+from retina_core.predict import Predictor
+from tests.fusion.world import World
+
+FD, OD = 8, 8
+
+
+def _embeddings(n: int, seed: int, missing: float) -> tuple[np.ndarray, np.ndarray, TaskLabels]:
+    """Grade written along one fundus direction, OCT class one-hot in the OCT embedding, plus noise;
+    a fraction ``missing`` of grades and of OCT classes is unlabelled (``-1``)."""
+    rng = np.random.default_rng(seed)
+    grade = rng.integers(0, 5, n)
+    oct_class = rng.integers(0, 4, n)
+    f = rng.normal(size=(n, FD)) + 1.2 * grade[:, None] * np.eye(FD)[0]
+    o = rng.normal(size=(n, OD)) + 2.5 * np.eye(OD)[oct_class]
+    disease = ((grade > 0) | (oct_class != 3)).astype(np.int64)
+    labels = TaskLabels(
+        grade=np.where(rng.random(n) < missing, MISSING, grade),
+        oct_class=np.where(rng.random(n) < missing, MISSING, oct_class),
+        disease=disease,
+    )
+    return f.astype(np.float32), o.astype(np.float32), labels
+
+
+def test_unlabelled_rows_add_nothing_to_a_tasks_loss() -> None:
+    torch.manual_seed(0)
+    head = MultiTaskFusion(FD, OD, hidden=16).eval()
+    f, o, labels = _embeddings(32, 0, missing=0.5)
+    out = head.outputs(torch.as_tensor(f), torch.as_tensor(o))
+    full = masked_loss(out, labels.tensors())
+    # rows without any label, whatever their embeddings, leave every task's loss unchanged
+    noise = head.outputs(torch.randn(8, FD) * 5, torch.randn(8, OD) * 5)
+    padded = {k: torch.cat([v, noise[k]]) for k, v in out.items()}
+    unlabelled = {t: torch.cat([y, torch.full((8,), MISSING)]) for t, y in labels.tensors().items()}
+    torch.testing.assert_close(masked_loss(padded, unlabelled), full)
+    # a task with no label in the batch sends no gradient to its own output layer
+    none = labels.tensors()
+    none["grade"] = torch.full_like(none["grade"], MISSING)
+    head.zero_grad()
+    masked_loss(head.outputs(torch.as_tensor(f), torch.as_tensor(o)), none).backward()
+    assert head.grade.weight.grad is None or torch.count_nonzero(head.grade.weight.grad) == 0
+    assert torch.count_nonzero(head.oct_class.weight.grad) > 0
+
+
+def test_grade_probabilities_are_a_distribution_even_from_unordered_logits() -> None:
+    probs = grade_probabilities(torch.tensor([[3.0, -1.0, 2.0, -4.0], [-5.0, -5.0, -5.0, -5.0]]))
+    assert probs.shape == (2, 5) and (probs >= 0).all()
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+    assert int(probs[1].argmax()) == 0
+
+
+def test_masked_training_learns_all_three_tasks_above_chance() -> None:
+    train, val, test = _embeddings(800, 1, 0.4), _embeddings(200, 2, 0.4), _embeddings(300, 3, 0.0)
+    fit = fit_multitask(
+        lambda: MultiTaskFusion(FD, OD, hidden=32, modality_dropout=0.2),
+        train,
+        val,
+        epochs=60,
+        lr=3e-3,
+        seed=0,
+    )
+    outputs = predict_outputs(fit.head, test[0], test[1])
+    scores = evaluate_multitask(outputs, test[2], np.arange(300), n_boot=200, seed=0)
+    print({k: str(v) for k, v in scores.items()})
+    assert scores["grade_qwk"].low > 0.5  # chance: 0
+    assert scores["oct_macro_f1"].low > 0.5  # chance: about 0.25
+    assert scores["disease_auc"].low > 0.75  # chance: 0.5
+    # the ordinal grade output rarely lands far off: most errors are one grade away
+    predicted = outputs["grade"].argmax(1)
+    assert np.mean(np.abs(predicted - test[2].grade) <= 1) > 0.8
+
+
+@pytest.mark.slow  # uses the paired world
+def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(own_world: World) -> None:
+    paired_world = own_world  # registers and promotes: a private copy of the paired world
+    report = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+    print(report.model_dump_json(indent=1))  # the numbers, for whoever reads the test log
+    both = report.row("fusion").metrics
+    assert both["grade_qwk"]["low"] > 0.0  # chance: 0
+    assert both["oct_macro_f1"]["low"] > 0.25  # chance with four classes: about 0.25
+    assert both["disease_auc"]["low"] > 0.5
+    assert {r.key for r in report.rows} == {
+        "fusion",
+        "fusion_fundus_only",
+        "fusion_oct_only",
+        "shuffled_control",
+    }
+    assert report.decision is not None and report.decision.promoted and report.status == "champion"
+    version = champion(paired_world.engine, "fusion_multitask")
+    assert version is not None and version.version == report.version
+    assert version.primary_metric == "disease_auc" and version.primary_value == both["disease_auc"]["value"]
+    again = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+    assert again.reused and again.version == report.version and again.rows == report.rows
+
+
+@pytest.mark.slow  # uses the paired world
+def test_predict_returns_the_champion_multitask_outputs(own_world: World) -> None:
+    paired_world = own_world  # registers and promotes: a private copy of the paired world
+    report = train_multitask_fusion(paired_world.settings, paired_world.engine, paired_world.store)
+    with (paired_world.out / "pairs.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    fundus = (paired_world.out / row["fundus_path"]).read_bytes()
+    oct = (paired_world.out / row["oct_path"]).read_bytes()
+    predictor = Predictor(paired_world.settings, paired_world.engine, paired_world.store)
+    result = predictor.predict(fundus, oct).multitask
+    assert result is not None and result.version == report.version and result.inputs == "both"
+    for probs, top in (
+        (result.grade_probabilities, result.grade),
+        (result.oct_probabilities, result.oct_class),
+    ):
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+        assert top == max(probs, key=probs.__getitem__)
+    only_oct = predictor.predict(None, oct).multitask
+    assert only_oct is not None and only_oct.inputs == "oct-only"
