@@ -101,6 +101,11 @@ class ModalityTrainSettings(_Section):
         "fusion (0.863); the OCT encoder fell from macro-F1 0.982 to 0.934, fundus QWK went 0.720 to 0.756.",
     )
     seed: int = 0
+    distributed: bool = Field(
+        False,
+        description="Data-parallel training (DistributedDataParallel) over the processes torchrun "
+        "started, one per GPU; batch_size stays the global batch. Off: one process.",
+    )
 
 
 class FundusTrainSettings(ModalityTrainSettings):
