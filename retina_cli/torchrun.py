@@ -17,7 +17,7 @@ import runpy
 import torch
 import torch.distributed as dist
 
-from retina_core import api
+from retina_core import verbs
 from retina_core.config import load_settings
 from retina_core.training.distributed import DistributedContext, announce, follow
 from retina_core.training.run import follow_job
@@ -37,7 +37,7 @@ def main() -> None:
             finally:
                 announce(ctx, None)  # releases the waiting ranks, whatever the flow run did
         else:
-            store = api.curated_store(load_settings())
+            store = verbs.curated_store(load_settings())
             follow(ctx, lambda job: follow_job(job, ctx, store))
     finally:
         dist.destroy_process_group()
