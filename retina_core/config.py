@@ -155,6 +155,20 @@ class FusionSettings(_Section):
     seed: int = 0
 
 
+class OrchestrationSettings(_Section):
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread",
+        description="Where the mapped chunks of ingest and embed run: Prefect's thread pool in the flow's "
+        "process, or Dask workers (prefect-dask), which spread them over processes and machines.",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a local cluster "
+        "of dask_workers processes for the run.",
+    )
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster.")
+
+
 class EmbedSettings(_Section):
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(256, ge=1, description="Embeddings per object-store shard.")
@@ -267,6 +281,7 @@ class Settings(BaseSettings):
     split: SplitSettings = Field(default_factory=SplitSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
