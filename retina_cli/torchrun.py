@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import runpy
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -23,7 +24,13 @@ from retina_core.training.distributed import DistributedContext, announce, follo
 from retina_core.training.run import follow_job
 
 
-def main() -> None:
+def execute_flow_run() -> None:
+    """What ``prefect flow-run execute`` does: run the flow run named by ``PREFECT__FLOW_RUN_ID``."""
+    runpy.run_module("prefect.engine", run_name="__main__")
+
+
+def main(lead: Callable[[], None] = execute_flow_run) -> None:
+    """Rank 0 runs ``lead`` (the flow run); the other ranks follow its training jobs."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     if cuda:
@@ -33,7 +40,7 @@ def main() -> None:
     try:
         if ctx is None or ctx.is_main:
             try:
-                runpy.run_module("prefect.engine", run_name="__main__")
+                lead()
             finally:
                 announce(ctx, None)  # releases the waiting ranks, whatever the flow run did
         else:

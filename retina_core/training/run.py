@@ -274,6 +274,7 @@ def _fit_and_evaluate(
     evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device)
     extras |= {
         "held_out_paired": data.held_out,
+        "training_processes": 1 if dist_ctx is None else dist_ctx.world_size,
         "preprocess_fingerprint": data.preprocessing.fingerprint,
         "cache": data.cache,
     }

@@ -106,3 +106,51 @@ def test_each_step_shards_the_single_process_batch() -> None:
     assert [len(s[2]) for s in shards] == [2, 2, 1]
     # a last batch smaller than the world is dropped: every rank must take part in each step
     assert rank_batches(order[:33], 16, DistributedContext(rank=0, world_size=3))[1] == [16, 16]
+
+
+def test_training_verb_under_torchrun_registers_once_with_the_follower_in_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a GPU Job takes: rank 0 trains through the verb and registers; rank 1 joins
+    through ``retina_cli.torchrun`` (DDP would hang without it) and writes nothing."""
+    from retina_core import verbs
+    from retina_core.catalog.registry import list_versions
+    from retina_core.config import load_settings
+    from retina_core.data.synthetic import SynthSpec, write_synthetic
+    from retina_core.domain import Source
+
+    env = {
+        "RETINA_HOME": str(tmp_path / "home"),
+        "RETINA_TRAIN__DEVICE": "cpu",
+        "RETINA_TRAIN__NUM_WORKERS": "0",
+        "RETINA_TRAIN__OCT__ARCHITECTURE": "test_convnext",
+        "RETINA_TRAIN__OCT__IMAGE_SIZE": "32",
+        "RETINA_TRAIN__OCT__EPOCHS": "2",
+        "RETINA_TRAIN__OCT__BATCH_SIZE": "8",
+        "RETINA_TRAIN__OCT__DISTRIBUTED": "true",
+        "RETINA_EVALUATION__BOOTSTRAP": "50",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    write_synthetic(tmp_path / "synth", SynthSpec(fundus=0, oct=40, pairs=0, size=48, seed=2))
+    verbs.ingest(settings, Source.KERMANY, str(tmp_path / "synth" / "kermany"))
+
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    proc = subprocess.Popen(
+        [*cmd, str(Path(__file__).with_name("ddp_verb_worker.py")), str(out)],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
+    try:
+        assert proc.wait(timeout=400) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    report = json.loads(out.read_text())
+    assert (report["version"], report["reused"], len(report["history"])) == (1, False, 2)
+    assert report["extras"]["training_processes"] == 2
+    assert [v.version for v in list_versions(verbs.catalog_engine(settings), "oct_cnn")] == [1]
+    assert not list((tmp_path / "home" / "store" / "checkpoints").rglob("*.pt"))
