@@ -45,6 +45,7 @@ BENCHMARKS = (
     "incremental_retrain",
     "orchestration",
     "ingestion",
+    "dask_ingestion",
     "large_manifest",
     "inference",
     "serving",

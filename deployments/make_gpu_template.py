@@ -12,7 +12,11 @@ installed worker's own default and adds only what a GPU training job needs:
 - ``secret_name`` / ``config_map_name`` -> ``envFrom`` on the container, so S3 and
   database credentials come from a Kubernetes Secret and never travel through Prefect
   (job variables are visible in the UI and the API);
-- ``image`` defaults to the project image built from ``infra/Dockerfile``.
+- ``image`` defaults to the project image built from ``infra/Dockerfile``;
+- the job's command starts the flow run under ``torchrun`` with one process per GPU
+  (``--nproc-per-node={{ gpu_count }}``): rank 0 runs the flow run, the other ranks join
+  the data-parallel training it starts when ``train.<modality>.distributed`` is on
+  (``retina_cli.torchrun``); with one GPU it is a single process as before.
 
 Run from the repository root: ``python -m deployments.make_gpu_template [--check]``.
 """
@@ -32,13 +36,14 @@ logger = logging.getLogger(__name__)
 TEMPLATE_PATH = Path(__file__).resolve().parent / "work-pools" / "retina-gpu.kubernetes.json"
 GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_IMAGE = "retina-fusion:latest"
+TORCHRUN_ARGS = ["torchrun", "--standalone", "--nproc-per-node={{ gpu_count }}", "-m", "retina_cli.torchrun"]
 
 GPU_VARIABLES: dict[str, dict[str, Any]] = {
     "gpu_count": {
         "title": "GPU count",
-        "description": f"GPUs for the job container ({GPU_RESOURCE} limit). 0 runs on CPU.",
+        "description": f"GPUs for the job container ({GPU_RESOURCE} limit), one torchrun process each.",
         "type": "integer",
-        "minimum": 0,
+        "minimum": 1,
         "default": 1,
     },
     "node_selector": {
@@ -87,11 +92,13 @@ def add_gpu_support(template: dict[str, Any]) -> dict[str, Any]:
     properties.update(copy.deepcopy(GPU_VARIABLES))
     properties["image"]["default"] = DEFAULT_IMAGE
 
+    result["job_configuration"]["command"] = " ".join(TORCHRUN_ARGS)
     pod_spec = result["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     pod_spec["nodeSelector"] = "{{ node_selector }}"
     pod_spec["tolerations"] = "{{ tolerations }}"
     container = pod_spec["containers"][0]
     container["resources"]["limits"][GPU_RESOURCE] = "{{ gpu_count }}"
+    container["args"] = list(TORCHRUN_ARGS)  # a list: each item is rendered on its own
     container["envFrom"] = [
         {"secretRef": {"name": "{{ secret_name }}"}},
         {"configMapRef": {"name": "{{ config_map_name }}", "optional": True}},

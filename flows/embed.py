@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.common import RunConfig
+from flows.fanout import chunk_mapper
 from retina_core.domain import Modality
 from retina_core.fusion.embed import stats_of
 from retina_core.results import EmbedReport, EmbedStats
@@ -43,16 +44,20 @@ def embed_flow(params: EmbedParams) -> EmbedReport:
     versions = select_encoders(settings)
     stats: dict[Modality, EmbedStats] = {}
     size = settings.embed.shard_size
-    for modality in Modality:
-        started = time.perf_counter()
-        plan = plan_embeddings(settings, modality, versions[modality])
-        chunks = plan.chunks(size)
-        futures = embed_shard.map(
-            unmapped(settings), unmapped(plan), chunks, first=[i * size for i in range(len(chunks))]
-        )
-        computed = sum(f.result() for f in futures)
-        stats[modality] = stats_of(plan, computed, time.perf_counter() - started)
-        logger.info("%s: %d embeddings computed, %d reused", modality, computed, plan.reused)
+    with chunk_mapper(settings.orchestration) as map_chunks:
+        for modality in Modality:
+            started = time.perf_counter()
+            plan = plan_embeddings(settings, modality, versions[modality])
+            chunks = plan.chunks(size)
+            computed = sum(
+                map_chunks(
+                    embed_shard,
+                    {"settings": settings, "plan": plan},
+                    {"items": chunks, "first": [i * size for i in range(len(chunks))]},
+                )
+            )
+            stats[modality] = stats_of(plan, computed, time.perf_counter() - started)
+            logger.info("%s: %d embeddings computed, %d reused", modality, computed, plan.reused)
     report = EmbedReport(fundus=stats[Modality.FUNDUS], oct=stats[Modality.OCT])
     publish_embed_artifacts(report)
     return report

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.events import emit_event
 from pydantic import Field
 
 from flows.common import RunConfig
+from flows.fanout import chunk_mapper
 from retina_core.domain import Source
 from retina_core.results import IngestSummary
 from tasks.ingest import ingest_files, register_ingest, scan_source
@@ -58,14 +59,13 @@ def ingest_flow(params: IngestParams) -> IngestSummary:
     logger = get_run_logger()
     candidates = scan_source(settings, params.source, params.location, params.labels)
     chunks = [candidates[i : i + params.chunk_size] for i in range(0, len(candidates), params.chunk_size)]
-    futures = ingest_files.map(
-        unmapped(settings),
-        unmapped(params.source),
-        unmapped(params.location),
-        chunks,
-        first=[i * params.chunk_size for i in range(len(chunks))],
-    )
-    outcomes = [outcome for future in futures for outcome in future.result()]
+    with chunk_mapper(settings.orchestration) as map_chunks:
+        results = map_chunks(
+            ingest_files,
+            {"settings": settings, "source": params.source, "location": params.location},
+            {"candidates": chunks, "first": [i * params.chunk_size for i in range(len(chunks))]},
+        )
+    outcomes = [outcome for chunk in results for outcome in chunk]
     summary = register_ingest(settings, params.source, params.location, outcomes)
     logger.info(
         "ingested %s: %d new, %d known, %d quarantined, dataset version %s",

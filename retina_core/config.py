@@ -104,6 +104,11 @@ class ModalityTrainSettings(_Section):
         "fusion (0.863); the OCT encoder fell from macro-F1 0.982 to 0.934, fundus QWK went 0.720 to 0.756.",
     )
     seed: int = 0
+    distributed: bool = Field(
+        False,
+        description="Data-parallel training (DistributedDataParallel) over the processes torchrun "
+        "started, one per GPU; batch_size stays the global batch. Off: one process.",
+    )
 
 
 class FundusTrainSettings(ModalityTrainSettings):
@@ -155,6 +160,20 @@ class FusionSettings(_Section):
         description="Also train and register the multi-task head (fusion_multitask: DR grade, OCT class, disease).",
     )
     seed: int = 0
+
+
+class OrchestrationSettings(_Section):
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread",
+        description="Where the mapped chunks of ingest and embed run: Prefect's thread pool in the flow's "
+        "process, or Dask workers (prefect-dask), which spread them over processes and machines.",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a local cluster "
+        "of dask_workers processes for the run.",
+    )
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster.")
 
 
 class EmbedSettings(_Section):
@@ -275,6 +294,7 @@ class Settings(BaseSettings):
     split: SplitSettings = Field(default_factory=SplitSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     evaluation: EvalSettings = Field(default_factory=EvalSettings)

@@ -13,44 +13,24 @@ worker processes that hold no count, so the artifact stays where it is until
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
-from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
 from retina_core import progress, verbs
 from retina_core.catalog.registry import ModelVersion
 from retina_core.config import Settings
 from retina_core.domain import Modality
 from retina_core.results import EmbedPlan, EmbedReport
+from tasks import embed_progress
 from tasks.retries import IO_RETRIES
 
 
 @task(name="select-encoders", cache_policy=NONE, **IO_RETRIES)
 def select_encoders(settings: Settings) -> dict[Modality, ModelVersion]:
     return verbs.select_encoders(settings)
-
-
-@dataclass
-class _Tally:
-    """One modality's embedding progress in this flow run: the artifact and the images done."""
-
-    artifact: UUID
-    total: int
-    done: int = 0
-
-
-_tallies: dict[tuple[str, str], _Tally] = {}
-_tallies_lock = threading.Lock()
-
-
-def _tally_key(modality: Modality) -> tuple[str, str]:
-    return str(flow_run.get_id()), Modality(modality).value
 
 
 @task(name="plan-embeddings", cache_policy=NONE, task_run_name="plan-embeddings-{modality}", **IO_RETRIES)
@@ -62,8 +42,7 @@ def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersio
         key=f"embed-{Modality(modality).value}-progress",
         description=f"{modality} embeddings: {todo} to compute, {plan.reused} reused from the cache",
     )
-    with _tallies_lock:
-        _tallies[_tally_key(modality)] = _Tally(artifact, todo)
+    embed_progress.open_tally(modality, artifact, todo)
     if todo:  # a modality whose embeddings are all cached has no stage to show (fusion re-checks them)
         progress.emit(progress.StageStarted(f"embed {modality}"))
     return plan
@@ -73,31 +52,13 @@ def plan_embeddings(settings: Settings, modality: Modality, version: ModelVersio
 def embed_shard(settings: Settings, plan: EmbedPlan, items: dict[str, str], first: int = 0) -> int:
     started = time.perf_counter()
     count = verbs.embed_shard(settings, plan, items)
-    _shard_done(plan.modality, count, len(plan.todo), time.perf_counter() - started)
+    embed_progress.shard_done(plan.modality, count, len(plan.todo), time.perf_counter() - started)
     return count
-
-
-def _shard_done(modality: Modality, count: int, total: int, seconds: float) -> None:
-    stage = f"embed {modality}"
-    progress.emit(progress.ShardDone(stage, items=count, total=total, seconds=seconds))
-    with _tallies_lock:
-        tally = _tallies.get(_tally_key(modality))
-        if tally is None:  # a worker process that did not plan this modality
-            return
-        tally.done += count
-        done, finished = tally.done, tally.done >= tally.total
-    update_progress_artifact(tally.artifact, progress=100.0 * min(done, total) / max(total, 1))
-    if finished:
-        progress.emit(progress.StageFinished(stage))
 
 
 @task(name="publish-embed-artifacts", cache_policy=NONE)
 def publish_embed_artifacts(report: EmbedReport) -> None:
-    for modality in Modality:
-        with _tallies_lock:
-            tally = _tallies.pop(_tally_key(modality), None)
-        if tally is not None:
-            update_progress_artifact(tally.artifact, progress=100.0)
+    embed_progress.close_tallies()
     create_table_artifact(
         key="embedding-cache",
         table=[

@@ -35,9 +35,16 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
         self.images = np.ascontiguousarray(images)
         self.labels = labels
         self.transform = transform
+        self.augment_seed: int | None = None
+        """When set, image ``i``'s random augmentation is seeded from (this, ``i``), so it does
+        not depend on which process, loader worker or position in the epoch draws it: a
+        data-parallel run then augments exactly as a single process, and loader workers stop
+        replaying one shared random stream."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.augment_seed is not None:
+            self.transform.set_random_seed((self.augment_seed * 1_000_003 + index) % 2**32)  # type: ignore[attr-defined]
         return self.transform(image=self.images[index])["image"], int(self.labels[index])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from retina_core.config import ModalityTrainSettings
 from retina_core.data.datasets import ArrayDataset
@@ -31,6 +31,7 @@ from retina_core.models.device import autocast_dtype, loader_kwargs, seed_everyt
 from retina_core.models.inference import predict_logits
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
+from retina_core.training import distributed as ddp
 from retina_core.training.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,17 @@ def _loss_fn(settings: ModalityTrainSettings, labels: np.ndarray, num_classes: i
     return nn.CrossEntropyLoss()
 
 
-def _sampler(settings: ModalityTrainSettings, labels: np.ndarray, seed: int) -> WeightedRandomSampler | None:
-    if settings.imbalance != "weighted_sampler":
-        return None
-    counts = np.bincount(labels)
-    weights = 1.0 / counts[labels]
+def epoch_order(settings: ModalityTrainSettings, labels: np.ndarray, seed: int) -> list[int]:
+    """The epoch's image order, a function of (labels, seed) only: class-balanced draws with
+    replacement for ``weighted_sampler``, else a permutation. Every data-parallel rank draws
+    the same order and takes its share of each step (:func:`ddp.rank_batches`)."""
     gen = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(labels), generator=gen)
+    if settings.imbalance != "weighted_sampler":
+        return torch.randperm(len(labels), generator=gen).tolist()
+    weights = 1.0 / np.bincount(labels)[labels]
+    return torch.multinomial(
+        torch.as_tensor(weights, dtype=torch.double), len(labels), True, generator=gen
+    ).tolist()
 
 
 def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
@@ -103,6 +108,26 @@ def _targets(y: torch.Tensor, task: str) -> torch.Tensor:
 
 def _outputs(logits: torch.Tensor, task: str) -> torch.Tensor:
     return logits.squeeze(-1).float() if task == "regression" else logits.float()
+
+
+def _validate(
+    model: RetinaClassifier,
+    val: SplitArrays,
+    loss_fn: nn.Module,
+    settings: ModalityTrainSettings,
+    device: torch.device,
+    amp: bool,
+    num_workers: int | None,
+) -> list[float]:
+    """Validation loss and metric (the early-stopping signal) of the unwrapped model."""
+    task = model.spec.task
+    logits = predict_logits(
+        model, val.images, device, batch_size=settings.batch_size * 2, amp=amp, num_workers=num_workers
+    )
+    with torch.no_grad():
+        out = _outputs(torch.from_numpy(logits), task).to(device)
+        loss = float(loss_fn(out, _targets(torch.from_numpy(val.labels), task).to(device)))
+    return [loss, validation_metric(model, logits, val.labels)]
 
 
 def validation_metric_name(modality: Modality) -> str:
@@ -139,13 +164,20 @@ def fit(
     data_version: int | None = None,
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
+    dist_ctx: ddp.DistributedContext | None = None,
 ) -> FitResult:
+    """Train ``model``; with ``dist_ctx`` as one rank of a data-parallel group (see ``distributed``)."""
     task = model.spec.task
     num_classes = len(model.spec.label_names)
+    is_main = dist_ctx is None or dist_ctx.is_main
+    if dist_ctx is not None:
+        device = ddp.device_for(dist_ctx, device)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    core = model
+    net = model if dist_ctx is None else ddp.wrap_model(model, dist_ctx, device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = max(1, -(-len(train) // settings.batch_size))
     total, warmup = settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
@@ -160,7 +192,7 @@ def fit(
     start_epoch, resumed_from = 0, None
     state = ckpt.load_latest(store, run_key)
     if state is not None:
-        model.load_state_dict(state["model"])
+        core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -177,18 +209,12 @@ def fit(
             break
         seed = _epoch_seed(settings.seed, epoch)
         seed_everything(seed)
-        transform.set_random_seed(seed)
-        sampler = _sampler(settings, train.labels, seed)
-        loader = DataLoader(
-            dataset,
-            batch_size=settings.batch_size,
-            sampler=sampler,
-            shuffle=sampler is None,
-            drop_last=False,
-            generator=torch.Generator().manual_seed(seed),
-            **loader_kwargs(device, num_workers),
+        dataset.augment_seed = seed
+        batches, global_sizes = ddp.rank_batches(
+            epoch_order(settings, train.labels, seed), settings.batch_size, dist_ctx
         )
-        model.train()
+        loader = DataLoader(dataset, batch_sampler=batches, **loader_kwargs(device, num_workers))
+        net.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
         for batch, (x, y) in enumerate(loader):
             if on_batch is not None:
@@ -198,46 +224,48 @@ def fit(
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = _outputs(model(x), task)
+                out = _outputs(net(x), task)
             loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss * ddp.loss_weight(dist_ctx, len(x), global_sizes[batch])).backward()
             if settings.grad_clip is not None:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(x)
             seen += len(x)
         train_seconds = time.perf_counter() - started
-        val_logits = predict_logits(
-            model, val.images, device, batch_size=settings.batch_size * 2, amp=amp, num_workers=num_workers
+        loss_sum, seen_all = ddp.all_reduce_sum(dist_ctx, [loss_sum, seen])
+        val_loss, metric = ddp.from_main(
+            dist_ctx,
+            _validate(core, val, loss_fn, settings, device, amp, num_workers) if is_main else [0.0, 0.0],
         )
-        with torch.no_grad():
-            val_out = _outputs(torch.from_numpy(val_logits), task).to(device)
-            val_loss = float(loss_fn(val_out, _targets(torch.from_numpy(val.labels), task).to(device)))
-        metric = validation_metric(model, val_logits, val.labels)
         entry = EpochLog(
             epoch=epoch,
-            train_loss=loss_sum / max(seen, 1),
+            train_loss=loss_sum / max(seen_all, 1),
             val_loss=val_loss,
             val_metric=metric,
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
-            images_per_second=seen / max(train_seconds, 1e-9),
+            images_per_second=seen_all / max(train_seconds, 1e-9),
         )
         history.append(entry)
         if metric > best_metric:
             best_metric, best_epoch = metric, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if is_main:
+                best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+        if not is_main:  # rank 0 alone writes; the barrier below makes every rank see it
+            ddp.barrier(dist_ctx)
+            continue
         ckpt.save_checkpoint(
             store,
             run_key,
             epoch,
             {
                 "epoch": epoch,
-                "model": model.state_dict(),
+                "model": core.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -256,13 +284,14 @@ def fit(
             val_loss,
             metric,
         )
+        ddp.barrier(dist_ctx)
         if on_epoch is not None:
             on_epoch(entry, settings.epochs)
     if best_state is not None:
-        model.load_state_dict(best_state)
-    model.cpu()
+        core.load_state_dict(best_state)
+    core.cpu()
     return FitResult(
-        model=model,
+        model=core,
         history=history,
         best_epoch=best_epoch,
         best_metric=float(best_metric),

@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
+
 from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
 from retina_core.catalog.registry import ModelVersion, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
-from retina_core.config import ModalityTrainSettings, Settings
+from retina_core.config import FundusTrainSettings, ModalityTrainSettings, OctTrainSettings, Settings
 from retina_core.data.image_cache import PreprocessedCache, ensure_preprocessed
 from retina_core.data.preprocess import Preprocessing
 from retina_core.domain import Modality, Split
@@ -39,6 +42,7 @@ from retina_core.progress import reports_stage
 from retina_core.results import TrainReport
 from retina_core.storage import ObjectStore
 from retina_core.training import checkpoint as ckpt
+from retina_core.training import distributed as ddp
 from retina_core.training.data import cap_records, hold_out_paired, preprocessing_for, split_arrays
 from retina_core.training.loop import (
     BatchCallback,
@@ -48,6 +52,7 @@ from retina_core.training.loop import (
 )
 
 log = logging.getLogger(__name__)
+TRAIN_SETTINGS = {Modality.FUNDUS: FundusTrainSettings, Modality.OCT: OctTrainSettings}
 TRAINING_CODE_VERSION = "train-v1"
 """Part of the run key: bump when the loop changes meaning, so old runs are not reused."""
 
@@ -128,7 +133,8 @@ def train_modality(
     key = run_key(
         {
             "model": name,
-            "train": ms.model_dump(),
+            # how many processes train does not change what is trained (see distributed.py)
+            "train": ms.model_dump(exclude={"distributed"}),
             "data_version": data_version,
             "code": TRAINING_CODE_VERSION,
             "eval": settings.evaluation.model_dump(),
@@ -250,13 +256,31 @@ def _fit_and_evaluate(
     seed_everything(ms.seed)  # weight initialisation is part of what a seed reproduces
     task = "regression" if ms.loss == "regression" else "classification"
     options = {"task": task, "ben_graham": ms.ben_graham} if modality is Modality.FUNDUS else {}
-    model = create_model(
-        name,
-        architecture=ms.architecture,
-        image_size=ms.image_size,
-        pretrained=weights.path if weights is not None else None,
+    model_kwargs = {
+        "architecture": ms.architecture,
+        "image_size": ms.image_size,
+        "pretrained": weights.path if weights is not None else None,
         **options,
-    )
+    }
+    model = create_model(name, **model_kwargs)
+    dist_ctx = _data_parallel(ms.distributed, device)
+    if dist_ctx is not None:  # the other ranks wait in retina_cli.torchrun for this
+        ddp.announce(
+            dist_ctx,
+            ddp.TrainJob(
+                modality=modality.value,
+                model_name=name,
+                model_kwargs=model_kwargs,
+                train_settings=ms.model_dump(),
+                shas=data.train.shas,
+                labels=data.train.labels.tolist(),
+                run_key=key,
+                data_version=data_version,
+                amp=settings.train.amp,
+                num_workers=settings.train.num_workers,
+                device=str(device),
+            ),
+        )
     result = fit(
         model,
         data.train,
@@ -270,11 +294,13 @@ def _fit_and_evaluate(
         data_version=data_version,
         on_epoch=on_epoch,
         on_batch=on_batch,
+        dist_ctx=dist_ctx,
     )
     evaluation, extras = _predict_eval(result.model, data.val, data.test, settings, device, data.volumes)
     extras |= {
         "starting_weights": start,
         "held_out_paired": data.held_out,
+        "training_processes": 1 if dist_ctx is None else dist_ctx.world_size,
         "preprocess_fingerprint": data.preprocessing.fingerprint,
         "cache": data.cache,
     }
@@ -311,6 +337,43 @@ def _fit_and_evaluate(
             "starting_weights": start,
         },
         payload=FitResult(metrics=metrics, evaluation=evaluation, resumed_from=result.resumed_from),
+    )
+
+
+def _data_parallel(wanted: bool, device: Any) -> ddp.DistributedContext | None:
+    """The process group to train over, when asked for and started (by torchrun)."""
+    ctx = ddp.DistributedContext.current(torch.cuda.current_device() if device.type == "cuda" else 0)
+    if wanted and ctx is None:
+        log.info("distributed training asked for, but this is a single process: training in it")
+    return ctx if wanted else None
+
+
+def follow_job(job: ddp.TrainJob, ctx: ddp.DistributedContext, store: ObjectStore) -> None:
+    """A non-zero rank's share of a training rank 0 announced: the same model, seed and
+    images (read from the preprocessed cache), no validation, checkpoints or registry."""
+    modality = Modality(job.modality)
+    ms = TRAIN_SETTINGS[modality].model_validate(job.train_settings)
+    cache = PreprocessedCache(store, preprocessing_for(modality, ms))
+    train = SplitArrays(
+        images=cache.load_many(job.shas, workers=2),
+        labels=np.asarray(job.labels, dtype=np.int64),
+        patient_ids=np.array([""] * len(job.shas), dtype=object),
+        shas=job.shas,
+    )
+    empty = SplitArrays(np.zeros((0, *cache.shape), dtype=np.uint8), np.zeros(0, np.int64), np.array([]), [])
+    seed_everything(ms.seed)
+    fit(
+        create_model(job.model_name, **job.model_kwargs),
+        train,
+        empty,
+        ms,
+        device=torch.device(job.device),
+        store=store,
+        run_key=job.run_key,
+        amp=job.amp,
+        num_workers=job.num_workers,
+        data_version=job.data_version,
+        dist_ctx=ctx,
     )
 
 

@@ -167,6 +167,7 @@ def test_every_registered_benchmark_is_selectable() -> None:
         "incremental_retrain",
         "orchestration",
         "ingestion",
+        "dask_ingestion",
         "large_manifest",
         "inference",
         "serving",

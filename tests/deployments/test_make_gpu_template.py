@@ -88,6 +88,13 @@ def test_gpu_count_node_selector_and_tolerations_reach_the_job(template: dict[st
     )
     pod = manifest["spec"]["template"]["spec"]
     assert str(container(manifest)["resources"]["limits"][GPU_RESOURCE]) == "2"
+    assert container(manifest)["args"] == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "retina_cli.torchrun",
+    ]
     assert pod["nodeSelector"] == {"gpu": "a100"}
     assert pod["tolerations"] == [toleration]
     assert manifest["metadata"]["namespace"] == "retina"
