@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import deployments.stack as stack_module
+import deployments.stack.local as stack_module  # where LocalStack.stop calls stop_process
 from deployments.stack import (
     GPU_POOL,
     LOCAL_POOL,
