@@ -99,6 +99,7 @@ def _settings(config: Path | None) -> Settings:
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
     _DATABASE_URL = settings.database_url
     prepare_home(settings.home)
+    _prefect(settings)  # before any command imports a flow: Prefect reads its settings at import
     return settings
 
 
@@ -186,7 +187,6 @@ def ingest(
     except SourceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE_INPUT) from exc
-    _prefect(settings)
     from flows.ingest import IngestParams, ingest_flow
     from flows.runtime import fast_flows
 
@@ -230,7 +230,7 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train, evaluate on the fixed test split and register a model version."""
-    _prefect(_settings(config))
+    _settings(config)
     from flows.runtime import fast_flows
 
     with showing_progress(), fast_flows():
@@ -259,7 +259,6 @@ def train(
 
 
 def _run_pipeline(settings: Settings, params: PipelineParams) -> PipelineResult:
-    _prefect(settings)
     from flows.pipeline import retrain_pipeline_flow
     from flows.runtime import fast_flows
 
@@ -342,7 +341,7 @@ def demo(
 @app.command()
 def embed(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Fill the embedding cache for the current encoders; says how many were computed and reused."""
-    _prefect(_settings(config))
+    _settings(config)
     from flows.embed import EmbedParams, embed_flow
     from flows.runtime import fast_flows
 
@@ -364,7 +363,7 @@ def drift(
 
     Emits no event (a check by hand must not start a retrain); the check-drift deployment does.
     """
-    _prefect(_settings(config))
+    _settings(config)
     from flows.drift import DriftParams, check_drift_flow
     from flows.runtime import fast_flows
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,23 @@ def test_pipeline_summary_links_the_report_and_the_demo_says_what_next(tmp_path:
     deployment = NEXT_STEP.split("start the ", 1)[1].split(" deployment", 1)[0]
     prefect_yaml = yaml.safe_load((Path(__file__).parents[2] / "deployments" / "prefect.yaml").read_text())
     assert "`make serve`" in NEXT_STEP and deployment in {d["name"] for d in prefect_yaml["deployments"]}
+
+
+def test_prefect_defaults_are_set_before_any_command_imports_a_flow(tmp_path: Path) -> None:
+    """`retina demo` and `retina pipeline` import their flow's form before running it; Prefect
+    reads its logging level at import, so the project's defaults (WARNING, no telemetry) must be in
+    the environment as soon as the settings exist, or every task's INFO line reaches stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from retina_cli.app import _settings\n"
+        "assert 'prefect' not in sys.modules, 'the CLI module imported prefect'\n"
+        "_settings(None)\n"
+        "print(os.environ['PREFECT_LOGGING_LEVEL'], os.environ['DO_NOT_TRACK'], os.environ['PREFECT_HOME'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DO_NOT_TRACK"))}
+    env["RETINA_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["WARNING", "1", str(tmp_path / "home" / "prefect")]
