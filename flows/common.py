@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from retina_core.config import Settings, load_settings, quick_preset
+from retina_core.config import Settings, load_settings, quick_preset, with_overrides
 
 
 class RunConfig(BaseModel):
@@ -33,22 +33,4 @@ class RunConfig(BaseModel):
         settings = load_settings(self.config_file)
         if self.quick:
             settings = quick_preset(settings)
-        return apply(settings, self.overrides())
-
-
-def apply(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    """``settings`` with every non-None value of ``overrides`` set (sections nest), validated again."""
-    data = settings.model_dump()
-    changed = _merge(data, overrides)
-    return Settings.model_validate(data) if changed else settings
-
-
-def _merge(target: dict[str, Any], updates: dict[str, Any]) -> bool:
-    changed = False
-    for key, value in updates.items():
-        if isinstance(value, dict):
-            changed |= _merge(target[key], value)
-        elif value is not None:
-            target[key] = value
-            changed = True
-    return changed
+        return with_overrides(settings, self.overrides())

@@ -385,3 +385,24 @@ def write_settings_file(settings: Settings, path: Path) -> Path:
 
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     return path
+
+
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """``settings`` with every non-None value of ``overrides`` set (sections nest), validated again.
+
+    A flow's form leaves fields it does not override as None, so None means "keep the
+    configured value"; the result is validated like any other source of settings."""
+    data = settings.model_dump()
+    changed = _merge(data, overrides)
+    return Settings.model_validate(data) if changed else settings
+
+
+def _merge(target: dict[str, Any], updates: dict[str, Any]) -> bool:
+    changed = False
+    for key, value in updates.items():
+        if isinstance(value, dict):
+            changed |= _merge(target[key], value)
+        elif value is not None:
+            target[key] = value
+            changed = True
+    return changed

@@ -16,8 +16,8 @@ import pytest
 
 import flows
 import tasks
-from flows.common import RunConfig, apply
-from retina_core.config import Settings
+from flows.common import RunConfig
+from retina_core.config import Settings, with_overrides
 
 CONNECTION_WORDS = ("settings", "database", "storage_url", "endpoint", "password", "secret", "aws")
 
@@ -85,14 +85,14 @@ def test_tasks_share_one_retry_rule_and_persist_nothing(name: str, task: object)
         assert task.retries == IO_RETRIES["retries"], name  # type: ignore[attr-defined]
 
 
-def test_apply_sets_what_was_typed_and_keeps_the_rest() -> None:
+def test_with_overrides_sets_what_was_typed_and_keeps_the_rest() -> None:
     base = Settings(home="/tmp/retina-apply")
-    assert apply(base, {"fusion": {"epochs": None}, "embed": {}}) is base
-    changed = apply(base, {"fusion": {"epochs": 5, "seed": None}, "train": {"oct": {"epochs": 3}}})
+    assert with_overrides(base, {"fusion": {"epochs": None}, "embed": {}}) is base
+    changed = with_overrides(base, {"fusion": {"epochs": 5, "seed": None}, "train": {"oct": {"epochs": 3}}})
     assert (changed.fusion.epochs, changed.fusion.seed, changed.train.oct.epochs) == (5, base.fusion.seed, 3)
     assert changed.train.fundus == base.train.fundus and base.fusion.epochs != 5
     with pytest.raises(ValueError):
-        apply(base, {"fusion": {"epochs": 0}})  # validated like any other source
+        with_overrides(base, {"fusion": {"epochs": 0}})  # validated like any other source
 
 
 def test_a_run_reads_connection_settings_from_the_worker_environment(
