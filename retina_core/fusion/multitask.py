@@ -39,7 +39,7 @@ from retina_core.fusion.fit import BATCH_SIZE, PATIENCE, WEIGHT_DECAY, one_threa
 from retina_core.models.fusion import _TwoModalityHead
 from retina_core.models.persist import read_weights
 from retina_core.storage import ObjectStore
-from retina_core.training.loop import seed_everything
+from retina_core.models.device import seed_everything
 
 GRADES = len(DRGrade)
 OCT_CLASSES = len(OctClass)

@@ -65,7 +65,7 @@ def test_cache_key_is_32_hex_and_depends_on_every_input() -> None:
 
 
 def test_migration_0003_adds_the_shard_table(engine: Engine) -> None:
-    assert head_revision() == "0003"
+    assert head_revision() >= "0003"  # later migrations (0004: DICOM volumes) keep the table
     columns = {c["name"] for c in inspect(engine).get_columns("embedding_shards")}
     assert columns == {"shard_key", "cache_key", "n", "dim", "sha256", "created_at"}
 
