@@ -36,10 +36,10 @@ from retina_core.domain import DRGrade, Modality, OctClass, class_names
 from retina_core.evaluation import Estimate, bootstrap_ci
 from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa, roc_auc_binary
 from retina_core.fusion.fit import BATCH_SIZE, PATIENCE, WEIGHT_DECAY, one_thread
+from retina_core.models.device import seed_everything
 from retina_core.models.fusion import _TwoModalityHead
 from retina_core.models.persist import read_weights
 from retina_core.storage import ObjectStore
-from retina_core.models.device import seed_everything
 
 GRADES = len(DRGrade)
 OCT_CLASSES = len(OctClass)
