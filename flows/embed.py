@@ -32,12 +32,27 @@ class EmbedParams(RunConfig):
     batch_size: int | None = Field(
         None, ge=1, le=4096, description="Images per forward pass; None keeps the settings'."
     )
+    modality: Modality | None = Field(
+        None, description="Embed one modality's images only (one GPU run each); None embeds both."
+    )
+
+    def modalities(self) -> list[Modality]:
+        return list(Modality) if self.modality is None else [self.modality]
 
     def overrides(self) -> dict[str, Any]:
         return {"embed": {"shard_size": self.shard_size, "batch_size": self.batch_size}}
 
 
-@flow(name="embed", flow_run_name="embed", log_prints=False)
+def _run_name() -> str:
+    """``embed-fundus`` / ``embed-oct`` for a one-modality (dispatched) run, ``embed`` for both."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters.get("params")
+    modality = params.get("modality") if isinstance(params, dict) else getattr(params, "modality", None)
+    return f"embed-{Modality(modality).value}" if modality else "embed"
+
+
+@flow(name="embed", flow_run_name=_run_name, log_prints=False)
 def embed_flow(params: EmbedParams) -> EmbedReport:
     settings = params.settings()
     logger = get_run_logger()
@@ -45,7 +60,7 @@ def embed_flow(params: EmbedParams) -> EmbedReport:
     stats: dict[Modality, EmbedStats] = {}
     size = settings.embed.shard_size
     with chunk_mapper(settings.orchestration) as map_chunks:
-        for modality in Modality:
+        for modality in params.modalities():
             started = time.perf_counter()
             plan = plan_embeddings(settings, modality, versions[modality])
             chunks = plan.chunks(size)
@@ -58,6 +73,6 @@ def embed_flow(params: EmbedParams) -> EmbedReport:
             )
             stats[modality] = stats_of(plan, computed, time.perf_counter() - started)
             logger.info("%s: %d embeddings computed, %d reused", modality, computed, plan.reused)
-    report = EmbedReport(fundus=stats[Modality.FUNDUS], oct=stats[Modality.OCT])
+    report = EmbedReport(fundus=stats.get(Modality.FUNDUS), oct=stats.get(Modality.OCT))
     publish_embed_artifacts(report)
     return report

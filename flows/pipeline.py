@@ -13,15 +13,19 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import Field
 
 from flows.common import RunConfig
+from flows.dispatch import Child, run_children
 from flows.embed import EmbedParams, embed_flow
 from flows.fusion import FusionParams, train_fusion_flow
 from flows.ingest import IngestParams, ingest_flow
 from flows.train import TrainParams, train_modality_flow
+from retina_core.config import Settings
 from retina_core.domain import Modality
 from retina_core.drift.policy import decide_retrain
-from retina_core.results import PipelineResult, SourceSpec
+from retina_core.results import PipelineResult, SourceSpec, TrainReport
+from retina_core.training.run import NotTrainedHere
 from retina_core.verbs import RUN_ID_PATTERN, new_run_id
 from tasks.explain import explain_fusion_task, explain_task, report_task
+from tasks.train import latest_data_version_task, registered_training_task
 
 
 class PipelineParams(RunConfig):
@@ -51,14 +55,15 @@ class PipelineParams(RunConfig):
         description="Report folder name (letters, digits, '.', '_', '-'); a timestamped id by default.",
     )
 
-    def train_params(self, modality: Modality) -> TrainParams:
-        """The train-modality subflow's form: this run's file, preset and encoder overrides."""
+    def train_params(self, modality: Modality, data_version: int | None = None) -> TrainParams:
+        """The train-modality form of one encoder: this run's file, preset and encoder overrides."""
         return TrainParams(
             modality=modality,
             config_file=self.config_file,
             quick=self.quick,
             epochs=self.train_epochs,
             patience=self.train_patience,
+            data_version=data_version,
         )
 
 
@@ -95,8 +100,11 @@ def retrain_pipeline_flow(params: PipelineParams) -> PipelineResult:
         ingest_flow(IngestParams(source=s.source, location=s.location, emit=False, **preset))
         for s in params.sources
     ]
-    trains = [train_modality_flow(params.train_params(m)) for m in (Modality.FUNDUS, Modality.OCT)]
-    embed_flow(EmbedParams(**preset))
+    if settings.orchestration.stages == "deployments":
+        trains = _dispatch_train_and_embed(params, settings)
+    else:
+        trains = [train_modality_flow(params.train_params(m)) for m in Modality]
+        embed_flow(EmbedParams(**preset))
     fusion = train_fusion_flow(FusionParams(**preset))
     explained = [explain_task.submit(settings, t.model_name, t.version, run_id) for t in trains]
     if fusion is not None:
@@ -117,3 +125,41 @@ def retrain_pipeline_flow(params: PipelineParams) -> PipelineResult:
         key="retina-pipeline", markdown=f"# Run {run_id}\n\n" + "\n".join(lines) + f"\n\nReport: `{path}`"
     )
     return result
+
+
+def _dispatch_train_and_embed(params: PipelineParams, settings: Settings) -> list[TrainReport]:
+    """Both encoders trained, then both caches filled, as concurrent child runs on the GPU pool.
+
+    The dataset version is pinned first, so both children train on the same images even if
+    an ingestion lands meanwhile, and so that the versions they register are found by run
+    key (the same form gives the same settings on the child's side). A modality whose
+    version for these inputs is already registered and decided is not dispatched again.
+    """
+    logger = get_run_logger()
+    orchestration = settings.orchestration
+    pinned = latest_data_version_task(settings)
+    forms = {m: params.train_params(m, data_version=pinned) for m in Modality}
+    done: dict[Modality, TrainReport] = {}
+    for modality, form in forms.items():
+        try:
+            report = registered_training_task(form.settings(), modality)
+        except NotTrainedHere:
+            continue
+        if report.decision is not None:
+            logger.info("%s v%d already trained on these inputs: reused", report.model_name, report.version)
+            done[modality] = report
+    todo = [
+        Child(f"train-{m.value}", orchestration.train_deployment, f)
+        for m, f in forms.items()
+        if m not in done
+    ]
+    if todo:
+        run_children(todo, orchestration.dispatch_poll_seconds, "train")
+    trains = [done.get(m) or registered_training_task(f.settings(), m) for m, f in forms.items()]
+    preset = {"config_file": params.config_file, "quick": params.quick}
+    embeds = [
+        Child(f"embed-{m.value}", orchestration.embed_deployment, EmbedParams(modality=m, **preset))
+        for m in Modality
+    ]
+    run_children(embeds, orchestration.dispatch_poll_seconds, "embed")
+    return trains

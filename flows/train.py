@@ -34,10 +34,19 @@ class TrainParams(RunConfig):
     loss: Literal["ce", "regression"] | None = Field(
         None, description="Fundus only: cross-entropy or regression with optimised thresholds."
     )
+    data_version: int | None = Field(
+        None, ge=1, description="Train on the images of this dataset version and earlier; None: the latest."
+    )
 
     def overrides(self) -> dict[str, Any]:
         fields = {"architecture", "image_size", "epochs", "patience", "batch_size", "lr", "seed", "loss"}
-        return {"train": {self.modality.value: self.model_dump(include=fields), "device": self.device}}
+        return {
+            "train": {
+                self.modality.value: self.model_dump(include=fields),
+                "device": self.device,
+                "data_version": self.data_version,
+            }
+        }
 
 
 @flow(name="train-modality", flow_run_name="train-{params.modality}")

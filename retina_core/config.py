@@ -143,6 +143,12 @@ class TrainSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
     num_workers: int | None = Field(None, description="DataLoader workers; None sizes them to the machine.")
     amp: bool = Field(True, description="Mixed precision on CUDA (bf16 where supported). Ignored on CPU.")
+    data_version: int | None = Field(
+        None,
+        ge=1,
+        description="Train on the images of this dataset version and earlier; None: the latest. "
+        "A dispatching pipeline pins it so both encoders see the same data.",
+    )
 
 
 class FusionSettings(_Section):
@@ -174,6 +180,20 @@ class OrchestrationSettings(_Section):
         "of dask_workers processes for the run.",
     )
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster.")
+    stages: Literal["inline", "deployments"] = Field(
+        "inline",
+        description="How retrain-pipeline runs its heavy stages: in its own process, or as child runs "
+        "of the train and embed deployments (the GPU work pool), both modalities at once.",
+    )
+    train_deployment: str = Field(
+        "train-modality/train-modality", description="The 'flow/deployment' that trains one encoder."
+    )
+    embed_deployment: str = Field(
+        "embed/embed", description="The 'flow/deployment' that fills one modality's embedding cache."
+    )
+    dispatch_poll_seconds: float = Field(
+        5.0, gt=0, le=300, description="How often a dispatching pipeline checks on its child runs."
+    )
 
 
 class EmbedSettings(_Section):

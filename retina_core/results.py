@@ -110,23 +110,29 @@ class EmbedStats(BaseModel):
 
 
 class EmbedReport(BaseModel):
-    fundus: EmbedStats
-    oct: EmbedStats
+    """One embed run; a modality left out (an ``embed`` child run per modality) is None."""
+
+    fundus: EmbedStats | None = None
+    oct: EmbedStats | None = None
+
+    @property
+    def stats(self) -> list[EmbedStats]:
+        return [s for s in (self.fundus, self.oct) if s is not None]
 
     @property
     def computed(self) -> int:
-        return self.fundus.computed + self.oct.computed
+        return sum(s.computed for s in self.stats)
 
     @property
     def reused(self) -> int:
-        return self.fundus.reused + self.oct.reused
+        return sum(s.reused for s in self.stats)
 
     def contract(self) -> dict[str, object]:
         """The JSON object of ``retina embed --json``."""
         return {
             "computed": self.computed,
             "reused": self.reused,
-            "modalities": {s.modality.value: s.model_dump(mode="json") for s in (self.fundus, self.oct)},
+            "modalities": {s.modality.value: s.model_dump(mode="json") for s in self.stats},
         }
 
     def summary_text(self) -> str:
@@ -134,7 +140,7 @@ class EmbedReport(BaseModel):
             f"{s.modality.value}: {s.model_name} v{s.version} (cache {s.cache_key}): "
             f"{s.computed} computed, {s.reused} reused"
             + (f", {len(s.evicted_shards)} damaged shards evicted" if s.evicted_shards else "")
-            for s in (self.fundus, self.oct)
+            for s in self.stats
         )
 
 

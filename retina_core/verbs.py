@@ -229,6 +229,22 @@ def train(
     )
 
 
+def registered_training(settings: Settings, modality: Modality) -> TrainReport:
+    """What :func:`train` with these settings registered, read from the catalog (another process trained)."""
+    from retina_core.training.run import registered_report
+
+    return registered_report(
+        settings, modality, engine=catalog_engine(settings), store=curated_store(settings)
+    )
+
+
+def latest_data_version(settings: Settings) -> int | None:
+    """The catalog's newest dataset version (None before the first ingestion)."""
+    from retina_core.catalog.repository import latest_dataset_version
+
+    return latest_dataset_version(catalog_engine(settings))
+
+
 # -- embed -------------------------------------------------------------------------------------
 
 

@@ -70,7 +70,7 @@ def publish_embed_artifacts(report: EmbedReport) -> None:
                 "reused": s.reused,
                 "damaged_shards_evicted": len(s.evicted_shards),
             }
-            for s in (report.fundus, report.oct)
+            for s in report.stats
         ],
         description="Embedding cache: images embedded this run vs reused from earlier runs.",
     )

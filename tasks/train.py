@@ -71,3 +71,14 @@ def train_modality_task(settings: Settings, modality: Modality) -> TrainReport:
     report = verbs.train(settings, modality, on_epoch=on_epoch)
     update_progress_artifact(artifact, progress=100.0)
     return report
+
+
+@task(name="read-training", cache_policy=NONE, task_run_name="read-training-{modality}", **IO_RETRIES)
+def registered_training_task(settings: Settings, modality: Modality) -> TrainReport:
+    """What a (dispatched) training with these settings registered, from the catalog."""
+    return verbs.registered_training(settings, modality)
+
+
+@task(name="latest-data-version", cache_policy=NONE, **IO_RETRIES)
+def latest_data_version_task(settings: Settings) -> int | None:
+    return verbs.latest_data_version(settings)

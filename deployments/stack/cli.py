@@ -46,6 +46,12 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
         help=f"Create the {GPU_POOL} Kubernetes pool (needs prefect-kubernetes).",
     )
     parser.add_argument(
+        "--gpu-worker",
+        action="store_true",
+        help=f"Create {GPU_POOL} as a process pool and start a process worker for it "
+        "(this host's GPU, as infra/compose.yaml's worker-gpu).",
+    )
+    parser.add_argument(
         "--no-deploy", action="store_true", help="Keep the deployments already on the server."
     )
     parser.add_argument("--no-worker", action="store_true", help="Do not start the process worker.")
@@ -59,8 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> StackConfig:
         host=args.host,
         port=args.port,
         deployment_names=tuple(args.names) if args.names else None,
-        deploy_pools=None if args.all_deployments else (LOCAL_POOL,),
-        gpu_pool=args.gpu_pool or args.all_deployments,
+        deploy_pools=None if args.all_deployments or args.gpu_worker else (LOCAL_POOL,),
+        gpu_pool=args.gpu_pool or args.gpu_worker or args.all_deployments,
+        gpu_worker=args.gpu_worker,
         deploy=not args.no_deploy,
         worker=not args.no_worker,
         startup_timeout_s=args.startup_timeout,

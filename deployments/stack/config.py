@@ -32,6 +32,10 @@ class StackConfig:
     deployment_names: tuple[str, ...] | None = None  # None: every deployment of `deploy_pools`
     deploy_pools: tuple[str, ...] | None = (LOCAL_POOL,)  # None: every pool
     gpu_pool: bool = False
+    # A process pool named retina-gpu with its own process worker, as the compose file's
+    # worker-gpu runs it (a GPU host, or a stand-in on one machine); False: Kubernetes.
+    gpu_worker: bool = False
+    gpu_worker_env: dict[str, str] = field(default_factory=dict)
     deploy: bool = True
     worker: bool = True
     create_landing: bool = True

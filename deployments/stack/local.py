@@ -81,7 +81,9 @@ class LocalStack:
         try:
             self._start_server()
             self.ensure_work_pool(LOCAL_POOL, "process", process_job_template())
-            if config.gpu_pool:
+            if config.gpu_worker:
+                self.ensure_work_pool(GPU_POOL, "process", process_job_template())
+            elif config.gpu_pool:
                 self._ensure_gpu_pool()
             if config.create_landing:
                 for folder in landing_folders(config.prefect_file, config.project_dir):
@@ -90,14 +92,16 @@ class LocalStack:
                 self.deploy(self._deployments_to_deploy())
             if config.worker:
                 self._start_worker()
+            if config.gpu_worker:
+                self._start_worker(GPU_POOL, "worker-gpu", config.gpu_worker_env)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Worker first, then server; bounded by ``stop_timeout_s`` per process."""
-        for name in ("worker", "server"):
+        """Workers first, then the server; bounded by ``stop_timeout_s`` per process."""
+        for name in [n for n in self.processes if n != "server"] + ["server"]:
             process = self.processes.get(name)
             if process is not None:
                 stop_process(process, self.config.stop_timeout_s)
@@ -260,11 +264,14 @@ class LocalStack:
         self.wait_for(self.healthy, f"{self.api_url}/health", self.config.startup_timeout_s)
         logger.info("server healthy after %.1f s", time.monotonic() - started)
 
-    def _start_worker(self) -> None:
-        self.processes["worker"] = self._spawn(
-            "worker", "worker", "start", "--pool", LOCAL_POOL, "--type", "process"
+    def _start_worker(
+        self, pool: str = LOCAL_POOL, name: str = "worker", env: dict[str, str] | None = None
+    ) -> None:
+        """A process worker for ``pool``; ``env`` adds to its environment (a GPU host's own settings)."""
+        self.processes[name] = self._spawn(
+            name, "worker", "start", "--pool", pool, "--type", "process", env=env
         )
-        logger.info("worker started for %s (log %s)", LOCAL_POOL, self._log("worker"))
+        logger.info("%s started for %s (log %s)", name, pool, self._log(name))
 
     # -- plumbing
 
@@ -274,8 +281,9 @@ class LocalStack:
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prefect", *args]
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        return spawn(self._command(*args), cwd=self.config.project_dir, env=self._env, log=self._log(name))
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        environment = {**self._env, **(env or {})}
+        return spawn(self._command(*args), cwd=self.config.project_dir, env=environment, log=self._log(name))
 
     def _prefect(self, *args: str, log_name: str, timeout_s: float = 120) -> None:
         log = self._log(log_name)

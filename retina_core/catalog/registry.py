@@ -175,6 +175,26 @@ def decided(engine: Engine, name: str, version: int) -> bool:
         )
 
 
+def latest_decision(engine: Engine, name: str, version: int) -> Decision | None:
+    """The champion rule's last decision on this version (None: never decided, or a manual promotion)."""
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(RegistryEventRow)
+            .where(
+                RegistryEventRow.name == name,
+                RegistryEventRow.version == version,
+                RegistryEventRow.action.in_(["promote", "keep"]),
+            )
+            .order_by(RegistryEventRow.id.desc())
+        ).scalars()
+        for row in rows:
+            try:
+                return Decision.model_validate(row.details)
+            except ValueError:  # a manual promotion records no decision
+                continue
+    return None
+
+
 def champion(engine: Engine, name: str) -> ModelVersion | None:
     with session_scope(engine) as session:
         row = _champion_row(session, name)

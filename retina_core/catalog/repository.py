@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from retina_core.catalog.db import session_scope, upsert
@@ -329,12 +329,20 @@ def export_images(engine: Engine) -> list[dict[str, Any]]:
         ]
 
 
-def image_records(engine: Engine, modality: Modality, *, labeled_only: bool = True) -> list[ImageRecord]:
-    """The training/evaluation view of the catalog for one modality, in a stable order."""
+def image_records(
+    engine: Engine, modality: Modality, *, labeled_only: bool = True, up_to: int | None = None
+) -> list[ImageRecord]:
+    """The training/evaluation view of the catalog for one modality, in a stable order.
+
+    ``up_to`` keeps the images first held by that dataset version or an earlier one (rows
+    from before versions were recorded count as earlier): the catalog as it was then.
+    """
     with session_scope(engine) as session:
         query = select(ImageRow).where(ImageRow.modality == modality.value).order_by(ImageRow.sha256)
         if labeled_only:
             query = query.where(ImageRow.label.is_not(None))
+        if up_to is not None:
+            query = query.where(or_(ImageRow.dataset_version.is_(None), ImageRow.dataset_version <= up_to))
         return [
             ImageRecord(
                 sha256=r.sha256,

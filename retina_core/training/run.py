@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
-from retina_core.catalog.registry import ModelVersion, run_key
+from retina_core.catalog.registry import ModelVersion, find_by_run_key, latest_decision, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
 from retina_core.config import FundusTrainSettings, ModalityTrainSettings, OctTrainSettings, Settings
 from retina_core.data.image_cache import PreprocessedCache, ensure_preprocessed
@@ -128,21 +128,10 @@ def train_modality(
     ms = settings.train_for(modality)
     name = model_for_modality(modality)
     weights = resolve_starting_weights(ms.architecture, ms.pretrained)  # fails before any work
-    start = weights.record() if weights is not None else None
-    data_version = latest_dataset_version(engine)
-    key = run_key(
-        {
-            "model": name,
-            # how many processes train does not change what is trained (see distributed.py)
-            "train": ms.model_dump(exclude={"distributed"}),
-            "data_version": data_version,
-            "code": TRAINING_CODE_VERSION,
-            "eval": settings.evaluation.model_dump(),
-        }
-        | ({"starting_weights": start} if start is not None else {})  # same keys as before for the rest
-    )
+    data_version = training_data_version(settings, engine)
+    key = training_run_key(settings, modality, data_version, weights)
     device = select_device(settings.train.device)
-    data = training_data(engine, store, modality, ms)
+    data = training_data(engine, store, modality, ms, data_version=settings.train.data_version)
     outcome = register_or_reuse(
         engine,
         store,
@@ -181,6 +170,86 @@ def train_modality(
     )
 
 
+def training_data_version(settings: Settings, engine: Any) -> int | None:
+    """The dataset version a run trains on: the pinned one, else the catalog's latest.
+
+    A dispatcher pins it (``train.data_version``) so that both encoders of one retrain see
+    the same images even when an ingestion lands while they train, and so that it can find
+    the versions its child runs registered by their run keys.
+    """
+    pinned = settings.train.data_version
+    if pinned is None:
+        return latest_dataset_version(engine)
+    latest = latest_dataset_version(engine)
+    if latest is None or pinned > latest:
+        raise NotEnoughData(f"dataset version {pinned} does not exist (latest: {latest})")
+    return pinned
+
+
+def training_run_key(
+    settings: Settings, modality: Modality, data_version: int | None, weights: StartingWeights | None
+) -> str:
+    """The identity of a training run's inputs: the same key means the same model, reused."""
+    ms = settings.train_for(modality)
+    start = weights.record() if weights is not None else None
+    return run_key(
+        {
+            "model": model_for_modality(modality),
+            # how many processes train does not change what is trained (see distributed.py)
+            "train": ms.model_dump(exclude={"distributed"}),
+            "data_version": data_version,
+            "code": TRAINING_CODE_VERSION,
+            "eval": settings.evaluation.model_dump(),
+        }
+        | ({"starting_weights": start} if start is not None else {})  # same keys as before for the rest
+    )
+
+
+def registered_report(
+    settings: Settings, modality: Modality, *, engine: Any, store: ObjectStore
+) -> TrainReport:
+    """What a training run with these settings registered, read back from the catalog and the store.
+
+    How a dispatching pipeline learns what a child run on another machine produced: the
+    same settings give the same run key, whose version, metrics and champion decision are
+    in the catalog. Raises :class:`NotTrainedHere` when no version has that key.
+    """
+    ms = settings.train_for(modality)
+    name = model_for_modality(modality)
+    data_version = training_data_version(settings, engine)
+    key = training_run_key(
+        settings, modality, data_version, resolve_starting_weights(ms.architecture, ms.pretrained)
+    )
+    version = find_by_run_key(engine, name, key)
+    if version is None:
+        raise NotTrainedHere(
+            f"no {name} version has run key {key} (dataset version {data_version}): the training "
+            "run ended without registering, or its worker's RETINA_TRAIN__* settings differ from this one's"
+        )
+    metrics = read_json(store, version.object_prefix, "metrics.json")
+    return TrainReport(
+        modality=modality.value,
+        model_name=name,
+        version=version.version,
+        status=version.status,
+        reused=True,
+        run_key=key,
+        data_version=data_version,
+        counts=metrics.get("counts", {}),
+        history=metrics["history"],
+        best_epoch=metrics["best_epoch"],
+        resumed_from=None,
+        evaluation=EvaluationResult.model_validate(metrics["evaluation"]),
+        decision=latest_decision(engine, name, version.version),
+        extras=metrics.get("extras", {}),
+        seconds=0.0,
+    )
+
+
+class NotTrainedHere(LookupError):
+    """The catalog holds no version for the run key these settings give."""
+
+
 @dataclass
 class TrainingData:
     """What a run learns from and is judged on: one modality's split arrays, and where they came from."""
@@ -200,10 +269,18 @@ class TrainingData:
 
 
 def training_data(
-    engine: Any, store: ObjectStore, modality: Modality, ms: ModalityTrainSettings
+    engine: Any,
+    store: ObjectStore,
+    modality: Modality,
+    ms: ModalityTrainSettings,
+    *,
+    data_version: int | None = None,
 ) -> TrainingData:
-    """Catalog records (capped for quick runs, paired cohort held out if asked) → preprocessed arrays."""
-    records = cap_records(image_records(engine, modality), ms.max_train_images, ms.seed)
+    """Catalog records (capped for quick runs, paired cohort held out if asked) → preprocessed arrays.
+
+    ``data_version`` keeps only the images of that dataset version and earlier; None keeps all.
+    """
+    records = cap_records(image_records(engine, modality, up_to=data_version), ms.max_train_images, ms.seed)
     held_out = 0
     if ms.hold_out_pairs:
         kept = hold_out_paired(records, {p[modality.value] for p in pair_rows(engine)})

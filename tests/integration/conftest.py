@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 from deployments.stack import LocalStack, StackConfig, log_tail  # noqa: E402
 
 DEPLOYMENTS = ("ingest-aptos", "check-drift", "retrain-pipeline")
+DISPATCH_DEPLOYMENTS = (*DEPLOYMENTS, "train-modality", "embed")
 
 SMALL_RETRAIN = {
     # Production architectures, shrunken inputs: the point is the wiring, not the accuracy.
@@ -69,7 +70,7 @@ class Service:
         """Tails of the server's and the worker's logs (the worker's holds the flow runs' output)."""
         return "\n".join(
             f"--- {name}.log (last {lines} lines) ---\n{log_tail(self.stack.log_dir / f'{name}.log', lines)}"
-            for name in ("server", "worker", "deploy")
+            for name in ("server", "worker", "worker-gpu", "deploy")
         )
 
 
@@ -87,6 +88,15 @@ def asyncpg_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+@contextlib.contextmanager
+def _postgres() -> Iterator[ServiceDatabases]:
+    """Two fresh PostgreSQL databases: the Prefect server's (asyncpg) and the catalog's (psycopg)."""
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (the Prefect server's PostgreSQL driver)")
+    with fresh_database() as prefect_db, fresh_database() as catalog_db:
+        yield ServiceDatabases("postgres", asyncpg_url(prefect_db), catalog_db)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def service_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceDatabases]:
     """The deployed service on each database it supports: SQLite (what ``make serve`` uses by
@@ -95,10 +105,8 @@ def service_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     if request.param == "sqlite":
         yield ServiceDatabases("sqlite", None, f"sqlite:///{tmp_path / 'catalog.db'}")
         return
-    if importlib.util.find_spec("asyncpg") is None:
-        unavailable("asyncpg is not installed (the Prefect server's PostgreSQL driver)")
-    with fresh_database() as prefect_db, fresh_database() as catalog_db:
-        yield ServiceDatabases("postgres", asyncpg_url(prefect_db), catalog_db)
+    with _postgres() as databases:
+        yield databases
 
 
 def service_environment(settings: Settings, databases: ServiceDatabases) -> dict[str, str]:
@@ -125,18 +133,36 @@ def service_environment(settings: Settings, databases: ServiceDatabases) -> dict
     return env
 
 
+def _settings(tmp_path: Path, databases: ServiceDatabases, s3_bucket: tuple[str, str]) -> Settings:
+    endpoint_url, bucket = s3_bucket
+    return Settings(
+        home=tmp_path / "home",
+        storage_url=f"s3://{bucket}/retina",
+        s3_endpoint_url=endpoint_url,
+        database_url=databases.catalog_url,
+    )
+
+
+@contextlib.contextmanager
+def running_service(
+    tmp_path: Path, databases: ServiceDatabases, config: StackConfig, settings: Settings
+) -> Iterator[Service]:
+    stack = LocalStack(config)
+    landing = tmp_path / "landing" / "aptos"
+    try:
+        stack.start()
+        yield Service(stack, settings, landing, tmp_path / "scratch", databases)
+    finally:
+        with contextlib.suppress(Exception):
+            stack.stop()
+
+
 @pytest.fixture
 def service(
     tmp_path: Path, service_databases: ServiceDatabases, s3_bucket: tuple[str, str]
 ) -> Iterator[Service]:
     """Server, pool, the two deployments from prefect.yaml and a worker; stopped on every exit."""
-    endpoint_url, bucket = s3_bucket
-    settings = Settings(
-        home=tmp_path / "home",
-        storage_url=f"s3://{bucket}/retina",
-        s3_endpoint_url=endpoint_url,
-        database_url=service_databases.catalog_url,
-    )
+    settings = _settings(tmp_path, service_databases, s3_bucket)
     config = StackConfig(
         prefect_home=tmp_path / "prefect",
         deployment_names=DEPLOYMENTS,
@@ -145,21 +171,73 @@ def service(
         stop_timeout_s=10,
         extra_env=service_environment(settings, service_databases),
     )
-    stack = LocalStack(config)
-    landing = tmp_path / "landing" / "aptos"
-    try:
-        stack.start()
-        yield Service(stack, settings, landing, tmp_path / "scratch", service_databases)
-    finally:
-        with contextlib.suppress(Exception):
-            stack.stop()
+    with running_service(tmp_path, service_databases, config, settings) as running:
+        yield running
+
+
+@pytest.fixture
+def postgres_databases() -> Iterator[ServiceDatabases]:
+    """The production databases only: PostgreSQL for the Prefect server and the catalog."""
+    with _postgres() as databases:
+        yield databases
+
+
+@pytest.fixture
+def dispatch_service(
+    tmp_path: Path, postgres_databases: ServiceDatabases, s3_bucket: tuple[str, str]
+) -> Iterator[Service]:
+    """The service as a team with a GPU pool runs it: retina-local dispatches, retina-gpu trains.
+
+    Two process pools with one worker each; ``retina-gpu`` stands in for the GPU pool the
+    way infra/compose.yaml's ``worker-gpu`` does (a process worker on that pool). The
+    local worker's environment turns dispatch on; both read the same connection settings.
+    """
+    settings = _settings(tmp_path, postgres_databases, s3_bucket)
+    env = service_environment(settings, postgres_databases) | {
+        "RETINA_ORCHESTRATION__STAGES": "deployments",
+        "RETINA_ORCHESTRATION__DISPATCH_POLL_SECONDS": "1",
+        # two trainings share the machine's 2 cores: one thread each instead of two fighting
+        "OMP_NUM_THREADS": "1",
+        # a cancelled parent's children are cancelled on the cleanup service's next loop
+        "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "2",
+    }
+    config = StackConfig(
+        prefect_home=tmp_path / "prefect",
+        deployment_names=DISPATCH_DEPLOYMENTS,
+        deploy_pools=None,
+        create_landing=False,
+        startup_timeout_s=150,
+        stop_timeout_s=10,
+        extra_env=env,
+        gpu_worker=True,
+    )
+    with running_service(tmp_path, postgres_databases, config, settings) as running:
+        cpu_stand_in(running.stack, ("train-modality/train-modality", "embed/embed"))
+        yield running
+
+
+def cpu_stand_in(stack: LocalStack, deployments: tuple[str, ...]) -> None:
+    """What an operator changes to run the GPU deployments on a CPU worker: the device variable.
+
+    prefect.yaml's GPU job variables set ``RETINA_TRAIN__DEVICE=cuda`` (a GPU node without
+    a GPU fails loudly); this machine has none, so the stand-in pool's runs use the CPU.
+    """
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    with stack.client() as client:
+        for name in deployments:
+            deployment = client.read_deployment_by_name(name)
+            variables = dict(deployment.job_variables or {})
+            variables["env"] = {**variables.get("env", {}), "RETINA_TRAIN__DEVICE": "cpu"}
+            client.update_deployment(deployment.id, DeploymentUpdate(job_variables=variables))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
     """On failure, attach the server's and worker's log tails to the report."""
     report = yield
-    service = getattr(item, "funcargs", {}).get("service")
+    funcargs = getattr(item, "funcargs", {})
+    service = funcargs.get("service") or funcargs.get("dispatch_service")
     if report.failed and isinstance(service, Service):
         report.sections.append(("service logs", service.logs()))
     return report
