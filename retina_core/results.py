@@ -445,11 +445,16 @@ class PipelineResult(BaseModel):
 class TaskRow(_Data):
     """One row of the multi-task head's evaluation (all on the same test pairs but the control)."""
 
-    key: str = Field(description="'fusion', 'fusion_fundus_only', 'fusion_oct_only' or 'shuffled_control'.")
+    key: str = Field(
+        description="'fusion', 'fusion_fundus_only', 'fusion_oct_only', 'shuffled_control', or an "
+        "encoder's own predictions: 'fundus_cnn_own', 'oct_cnn_own'."
+    )
     inputs: str
     metrics: dict[str, dict[str, float]] = Field(
-        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units."
+        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units (an encoder's own "
+        "row: its own task and disease_auc only)."
     )
+    source: str | None = Field(None, description="An encoder's own row: the version that predicted.")
 
 
 class MultiTaskReport(_Data):

@@ -209,7 +209,8 @@ def evaluate_multitask(
     outputs: Mapping[str, np.ndarray], labels: TaskLabels, groups: np.ndarray, *, n_boot: int, seed: int
 ) -> dict[str, Estimate]:
     """QWK (grade), macro-F1 (OCT class) and AUC (disease), each on the pairs that carry its label,
-    with a patient-level bootstrap CI."""
+    with a patient-level bootstrap CI; a task missing from ``outputs`` is not scored (an encoder's
+    own row has its own task and disease only)."""
     groups = np.asarray(groups, dtype=object)
     out: dict[str, Estimate] = {}
     specs = {
@@ -218,6 +219,8 @@ def evaluate_multitask(
         "disease_auc": ("disease", roc_auc_binary),
     }
     for name, (task, metric) in specs.items():
+        if task not in outputs:
+            continue
         y = np.asarray(getattr(labels, task))
         rows = y != MISSING
         out[name] = bootstrap_ci(

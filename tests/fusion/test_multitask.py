@@ -9,6 +9,10 @@ import pytest
 import torch
 
 from retina_core.catalog.registry import champion
+from retina_core.catalog.repository import image_records
+from retina_core.domain import Modality, Split
+from retina_core.evaluation import bootstrap_ci
+from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa, roc_auc_binary
 from retina_core.fusion.multitask import (
     MISSING,
     MultiTaskFusion,
@@ -17,10 +21,13 @@ from retina_core.fusion.multitask import (
     fit_multitask,
     grade_probabilities,
     masked_loss,
+    pair_task_labels,
     predict_outputs,
 )
 from retina_core.fusion.multitask_train import train_multitask_fusion
+from retina_core.fusion.train import gather_inputs
 from retina_core.predict import Predictor
+from retina_core.results import MultiTaskReport
 from tests.fusion.world import World
 
 FD, OD = 8, 8
@@ -133,3 +140,52 @@ def test_predict_returns_the_champion_multitask_outputs(own_world: World) -> Non
         assert top == max(probs, key=probs.__getitem__)
     only_oct = predictor.predict(None, oct).multitask
     assert only_oct is not None and only_oct.inputs == "oct-only"
+
+
+def test_the_encoders_own_rows_are_their_own_predictions_on_the_same_test_pairs(
+    small_world: World, small_multitask: MultiTaskReport
+) -> None:
+    """Each encoder the embeddings came from predicts its own task on the head's test pairs, through
+    the same path ``retina predict`` takes from the image bytes, scored with the same bootstrap."""
+    world, report = small_world, small_multitask
+    inputs = gather_inputs(world.settings, world.engine, world.store)
+    test = inputs.arrays[Split.TEST]
+    records = {r.sha256: r for m in Modality for r in image_records(world.engine, m)}
+    labels = pair_task_labels(test.pairs, {s: (r.modality, r.label) for s, r in records.items()})
+    predictor = Predictor(world.settings, world.engine, world.store)
+    evaluation = world.settings.evaluation
+    expected = {
+        Modality.FUNDUS: ("grade_qwk", "grade", lambda y, p: quadratic_weighted_kappa(y, p.argmax(1), 5)),
+        Modality.OCT: ("oct_macro_f1", "oct_class", lambda y, p: macro_f1(y, p.argmax(1), 4)),
+    }
+    for modality, (metric, task, score) in expected.items():
+        version = inputs.versions[modality]
+        row = report.row(f"{version.name}_own")
+        assert row.inputs == modality.value and row.source == f"{version.name} v{version.version}"
+        assert set(row.metrics) == {metric, "disease_auc"}  # its own task only, and disease
+        probs = []
+        for pair in test.pairs:
+            sha = pair.fundus_sha if modality is Modality.FUNDUS else pair.oct_sha
+            image = world.store.get_bytes(records[sha].object_key)
+            found = predictor.predict(**{modality.value: image})
+            part = found.fundus if modality is Modality.FUNDUS else found.oct
+            assert part is not None and part.version == version.version
+            probs.append([*part.probabilities.values(), part.disease_probability])
+        p = np.asarray(probs)
+        y = np.asarray(getattr(labels, task))
+        boot = {"n_boot": evaluation.bootstrap, "seed": evaluation.seed}
+        own = bootstrap_ci(
+            score, y[y != MISSING], p[y != MISSING, :-1], groups=test.groups[y != MISSING], **boot
+        )
+        auc = bootstrap_ci(roc_auc_binary, labels.disease, p[:, -1], groups=test.groups, **boot)
+        for name, estimate in ((metric, own), ("disease_auc", auc)):
+            got = row.metrics[name]
+            assert got["value"] == pytest.approx(estimate.value, abs=1e-4)
+            assert (got["low"], got["high"]) == pytest.approx((estimate.low, estimate.high), abs=1e-4)
+    # the head's rows are still there beside them, on the same pairs
+    assert {r.key for r in report.rows} >= {
+        "fusion",
+        "fusion_fundus_only",
+        "fusion_oct_only",
+        "shuffled_control",
+    }
