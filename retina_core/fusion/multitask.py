@@ -37,7 +37,7 @@ from retina_core.evaluation import Estimate, bootstrap_ci
 from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa, roc_auc_binary
 from retina_core.fusion.fit import BATCH_SIZE, PATIENCE, WEIGHT_DECAY, one_thread
 from retina_core.models.device import seed_everything
-from retina_core.models.fusion import _TwoModalityHead
+from retina_core.models.fusion import TwoModalityHead
 from retina_core.models.persist import read_weights
 from retina_core.storage import ObjectStore
 
@@ -47,7 +47,7 @@ TASKS = ("grade", "oct_class", "disease")
 MISSING = -1
 
 
-class MultiTaskFusion(_TwoModalityHead):
+class MultiTaskFusion(TwoModalityHead):
     """LayerNorm per modality → concatenate → shared MLP trunk → grade / OCT class / disease outputs."""
 
     kind = "multitask"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from retina_cli.app import app
 from retina_core.catalog.registry import champion
 from retina_core.catalog.repository import image_records
 from retina_core.domain import Modality, Split
@@ -25,7 +28,7 @@ from retina_core.fusion.multitask import (
     predict_outputs,
 )
 from retina_core.fusion.multitask_train import train_multitask_fusion
-from retina_core.fusion.train import gather_inputs
+from retina_core.fusion.train import gather_inputs, train_fusion
 from retina_core.predict import Predictor
 from retina_core.results import MultiTaskReport
 from tests.fusion.world import World
@@ -189,3 +192,36 @@ def test_the_encoders_own_rows_are_their_own_predictions_on_the_same_test_pairs(
         "fusion_oct_only",
         "shuffled_control",
     }
+
+
+def test_retina_predict_gives_the_multitask_outputs_and_the_fused_share(
+    small_world: World, small_multitask: MultiTaskReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = small_world
+    if champion(world.engine, "fusion_head") is None:
+        train_fusion(world.settings, world.engine, world.store)  # same encoders: the head stays usable
+    monkeypatch.setenv("RETINA_HOME", str(world.settings.home))
+    monkeypatch.delenv("RETINA_STORAGE_URL", raising=False)
+    monkeypatch.delenv("RETINA_DATABASE_URL", raising=False)
+    with (world.out / "pairs.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    args = [
+        "predict",
+        "--fundus",
+        str(world.out / row["fundus_path"]),
+        "--oct",
+        str(world.out / row["oct_path"]),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    multitask = data["multitask"]
+    assert multitask["model"] == "fusion_multitask" and multitask["version"] == small_multitask.version
+    assert sum(multitask["grade_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 <= multitask["disease_probability"] <= 1.0
+    share = data["fusion"]["modality_share"]
+    assert share is not None and share["fundus"] + share["oct"] == pytest.approx(1.0)
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    assert f"fusion_multitask v{small_multitask.version} (both): grade {multitask['grade']}" in plain.stdout
+    assert f"fundus {share['fundus']:.0%} · OCT {share['oct']:.0%} of the fused decision" in plain.stdout
