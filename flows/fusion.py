@@ -47,5 +47,7 @@ def train_fusion_flow(params: FusionParams) -> FusionReport:
     logger.info("%s", report.summary_text())
     publish_fusion_artifacts(report)
     if settings.fusion.multitask:
-        logger.info("%s", train_multitask_fusion(settings).summary_text())
+        multitask = train_multitask_fusion(settings)
+        logger.info("%s", multitask.summary_text())
+        report = report.model_copy(update={"multitask": multitask})
     return report

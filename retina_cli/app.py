@@ -432,9 +432,20 @@ def predict(
                 f"(P(disease) {part.disease_probability:.2f}, P(referable) {part.referable_probability:.2f})"
             )
     if result.fusion is not None:
+        share = result.fusion.modality_share
         lines.append(
             f"fusion_head v{result.fusion.version} ({result.fusion.inputs}): "
             f"P(disease) {result.fusion.disease_probability:.2f}"
+            + (
+                f"; fundus {share['fundus']:.0%} · OCT {share['oct']:.0%} of the fused decision"
+                if share
+                else ""
+            )
+        )
+    if (mt := result.multitask) is not None:
+        lines.append(
+            f"{mt.model} v{mt.version} ({mt.inputs}): grade {mt.grade}, OCT {mt.oct_class}, "
+            f"P(disease) {mt.disease_probability:.2f}"
         )
     lines.append("research use only; not a diagnosis")
     _emit(data, as_json, "\n".join(lines))

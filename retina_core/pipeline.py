@@ -24,6 +24,8 @@ def run_pipeline(
     trains = [verbs.train(settings, m) for m in (Modality.FUNDUS, Modality.OCT)]
     verbs.embed(settings)
     fusion = verbs.train_fusion(settings)
+    if settings.fusion.multitask:
+        fusion = fusion.model_copy(update={"multitask": verbs.train_multitask_fusion(settings)})
     explanations = [verbs.explain(settings, t.model_name, t.version, run_id) for t in trains]
     if fusion is not None:
         explanations.append(verbs.explain_fusion(settings, fusion.version, run_id))

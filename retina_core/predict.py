@@ -96,6 +96,16 @@ class PredictResult(BaseModel):
     seconds: float
 
 
+def class_probabilities(task: str, outputs: np.ndarray, extras: dict[str, Any]) -> np.ndarray:
+    """A classifier's outputs as class probabilities: softmax of the logits, or for a regression
+    model its scores through the ordinal thresholds stored in its ``metrics.json`` extras."""
+    if task == "regression":
+        return regression_scores_to_probs(
+            outputs[:, 0], np.asarray(extras["thresholds"]), extras["ordinal_scale"]
+        )
+    return softmax(outputs)
+
+
 def _preferred(engine: Engine, name: str) -> ModelVersion | None:
     found = champion(engine, name)
     if found is None:
@@ -190,11 +200,7 @@ class Predictor:
         """Class probabilities, one row per image of the batch."""
         with torch.inference_mode():
             out = loaded.model(x).float().numpy()
-        if loaded.model.spec.task == "regression":
-            return regression_scores_to_probs(
-                out[:, 0], np.asarray(loaded.thresholds["thresholds"]), loaded.thresholds["ordinal_scale"]
-            )
-        return softmax(out)
+        return class_probabilities(loaded.model.spec.task, out, loaded.thresholds)
 
     def predict(
         self, fundus: bytes | None = None, oct: bytes | None = None, *, gradcam_dir: Path | None = None

@@ -17,7 +17,7 @@ from retina_core.catalog.registry import Decision
 from retina_core.domain import Modality, Source
 from retina_core.evaluation import BinaryResult, Estimate
 from retina_core.evaluation.result import EvaluationResult
-from retina_core.reporting.data import ComparisonRow
+from retina_core.reporting.data import ComparisonRow, MultiTaskRow, MultiTaskSection
 from retina_core.reporting.modality_share import ModalityShareSummary
 
 _JSON = TypeAdapter(dict[str, Any])
@@ -283,6 +283,115 @@ class FusionEvaluation(_Data):
         raise KeyError(key)
 
 
+TASK_ROW_NAMES = {
+    "fusion": "Multi-task head, both embeddings",
+    "fusion_fundus_only": "Multi-task head, fundus only",
+    "fusion_oct_only": "Multi-task head, OCT only",
+    "shuffled_control": "Shuffled-pair control (same head)",
+    "fundus_cnn_own": "Fundus encoder, its own prediction",
+    "oct_cnn_own": "OCT encoder, its own prediction",
+}
+
+
+class TaskRow(_Data):
+    """One row of the multi-task head's evaluation (all on the same test pairs but the control)."""
+
+    key: str = Field(
+        description="'fusion', 'fusion_fundus_only', 'fusion_oct_only', 'shuffled_control', or an "
+        "encoder's own predictions: 'fundus_cnn_own', 'oct_cnn_own'."
+    )
+    inputs: str
+    metrics: dict[str, dict[str, float]] = Field(
+        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units (an encoder's own "
+        "row: its own task and disease_auc only)."
+    )
+    source: str | None = Field(None, description="An encoder's own row: the version that predicted.")
+
+
+class MultiTaskReport(_Data):
+    """What ``train_multitask_fusion`` returns: the registered version and its three metrics per row."""
+
+    model_name: str = "fusion_multitask"
+    version: int
+    status: str
+    reused: bool
+    pairing: str
+    rows: list[TaskRow]
+    decision: Decision | None = None
+
+    def row(self, key: str) -> TaskRow:
+        return next(r for r in self.rows if r.key == key)
+
+    def contract(self) -> dict[str, Any]:
+        """The ``multitask`` object of ``retina train fusion --json``: every row's metrics with CIs."""
+        return _JSON.dump_python(
+            {
+                "model": self.model_name,
+                "version": self.version,
+                "status": self.status,
+                "reused": self.reused,
+                "pairing": self.pairing,
+                "primary_metric": "disease_auc",
+                "primary": self.row("fusion").metrics["disease_auc"],
+                "rows": {r.key: {"inputs": r.inputs, "source": r.source, **r.metrics} for r in self.rows},
+                "decision": self.decision.model_dump(mode="json") if self.decision else None,
+            },
+            mode="json",
+        )
+
+    def report_section(self) -> MultiTaskSection:
+        """The rows the HTML report's multi-task table takes."""
+
+        def estimate(metrics: dict[str, dict[str, float]], key: str) -> Estimate | None:
+            m = metrics.get(key)
+            if m is None:
+                return None
+            return Estimate(m["value"], m["low"], m["high"], int(m["n_units"]), int(m.get("n_dropped", 0)))
+
+        return MultiTaskSection(
+            model=self.model_name,
+            version=self.version,
+            status=self.status,
+            pairing=self.pairing,
+            registry=self.decision.reason if self.decision else None,
+            rows=[
+                MultiTaskRow(
+                    key=r.key,
+                    name=TASK_ROW_NAMES.get(r.key, r.key),
+                    inputs=r.inputs,
+                    source=r.source,
+                    grade_qwk=estimate(r.metrics, "grade_qwk"),
+                    oct_macro_f1=estimate(r.metrics, "oct_macro_f1"),
+                    disease_auc=estimate(r.metrics, "disease_auc"),
+                )
+                for r in self.rows
+            ],
+        )
+
+    def summary_text(self) -> str:
+        m = self.row("fusion").metrics
+
+        def fmt(k: str) -> str:
+            return f"{m[k]['value']:.3f} [{m[k]['low']:.3f}, {m[k]['high']:.3f}]"
+
+        line = (
+            f"{self.model_name} v{self.version} ({self.status}, {self.pairing} pairs): "
+            f"grade QWK {fmt('grade_qwk')}, OCT macro-F1 {fmt('oct_macro_f1')}, disease AUC {fmt('disease_auc')}"
+        )
+        own = {r.key: r for r in self.rows if r.source}
+        if "fundus_cnn_own" in own and "oct_cnn_own" in own:
+            f, o = own["fundus_cnn_own"].metrics, own["oct_cnn_own"].metrics
+
+            def est(d: dict[str, float]) -> str:
+                return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+            line += (
+                f"\n  encoders' own predictions on the same test pairs: {own['fundus_cnn_own'].source} "
+                f"grade QWK {est(f['grade_qwk'])}; {own['oct_cnn_own'].source} OCT macro-F1 {est(o['oct_macro_f1'])}"
+            )
+        return line
+
+
 class FusionReport(_Data):
     model_name: str
     version: int
@@ -295,6 +404,9 @@ class FusionReport(_Data):
     evaluation: FusionEvaluation
     decision: Decision | None = None
     seconds: float
+    multitask: MultiTaskReport | None = Field(
+        None, description="The multi-task head trained in the same run (RETINA_FUSION__MULTITASK)."
+    )
 
     @property
     def pairing(self) -> PairingUsed:
@@ -345,6 +457,7 @@ class FusionReport(_Data):
             "gain_vs_shuffled_control": ev.gain_vs_shuffled_control.to_dict(),
             "decision": self.decision.model_dump(mode="json") if self.decision else None,
             "seconds": round(self.seconds, 2),
+            "multitask": self.multitask.contract() if self.multitask is not None else None,
         }
 
     def summary_text(self) -> str:
@@ -360,6 +473,8 @@ class FusionReport(_Data):
         lines.append(f"  gain vs shuffled-pair control: {_signed(ev.gain_vs_shuffled_control)}")
         if self.decision is not None:
             lines.append(f"  registry: {self.decision.reason}")
+        if self.multitask is not None:
+            lines.append(self.multitask.summary_text())
         return "\n".join(lines)
 
 
@@ -446,39 +561,3 @@ class PipelineResult(BaseModel):
             )
         lines.append(f"report: {Path(self.report_path).absolute().as_uri()}")
         return "\n".join(lines)
-
-
-class TaskRow(_Data):
-    """One row of the multi-task head's evaluation (all on the same test pairs but the control)."""
-
-    key: str = Field(description="'fusion', 'fusion_fundus_only', 'fusion_oct_only' or 'shuffled_control'.")
-    inputs: str
-    metrics: dict[str, dict[str, float]] = Field(
-        description="grade_qwk, oct_macro_f1, disease_auc: value, low, high, n_units."
-    )
-
-
-class MultiTaskReport(_Data):
-    """What ``train_multitask_fusion`` returns: the registered version and its three metrics per row."""
-
-    model_name: str = "fusion_multitask"
-    version: int
-    status: str
-    reused: bool
-    pairing: str
-    rows: list[TaskRow]
-    decision: Decision | None = None
-
-    def row(self, key: str) -> TaskRow:
-        return next(r for r in self.rows if r.key == key)
-
-    def summary_text(self) -> str:
-        m = self.row("fusion").metrics
-
-        def fmt(k: str) -> str:
-            return f"{m[k]['value']:.3f} [{m[k]['low']:.3f}, {m[k]['high']:.3f}]"
-
-        return (
-            f"{self.model_name} v{self.version} ({self.status}, {self.pairing} pairs): "
-            f"grade QWK {fmt('grade_qwk')}, OCT macro-F1 {fmt('oct_macro_f1')}, disease AUC {fmt('disease_auc')}"
-        )

@@ -89,12 +89,12 @@ def compute_cams(
     layer_path = layer or (spec.cam_layer if spec is not None else None)
     if not layer_path:
         raise ValueError("model has no spec: pass layer= (dotted module path) to choose the CAM layer")
-    _check_images(images)
+    check_images(images)
     regression = spec is not None and spec.task == "regression"
 
     with borrowed_for_explanation(model):
-        outputs = _outputs(model, images, batch_size)
-    chosen, scores = _choose_targets(outputs, targets, regression)
+        outputs = model_outputs(model, images, batch_size)
+    chosen, scores = choose_targets(outputs, targets, regression)
     maps = cam_maps(
         model,
         get_module(model, layer_path),
@@ -157,7 +157,7 @@ def _hooks_released(cam: BaseCAM) -> Iterator[BaseCAM]:
         cam.activations_and_grads.release()
 
 
-def _outputs(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+def model_outputs(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
     device = next(model.parameters()).device
     with torch.no_grad():
         parts = [
@@ -167,7 +167,7 @@ def _outputs(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
     return torch.cat(parts)
 
 
-def _choose_targets(
+def choose_targets(
     outputs: Tensor, targets: Sequence[int] | None, regression: bool
 ) -> tuple[list[int], np.ndarray]:
     """Target indices and their scores: probability for a classifier, raw value for regression."""
@@ -190,7 +190,7 @@ def _choose_targets(
     return chosen, probs.numpy().astype(np.float32)
 
 
-def _check_images(images: Tensor) -> None:
+def check_images(images: Tensor) -> None:
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     if images.shape[0] == 0:

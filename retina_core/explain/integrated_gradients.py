@@ -32,7 +32,7 @@ from captum.attr import IntegratedGradients
 from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 
-from retina_core.explain.cam import _check_images, _choose_targets, _outputs
+from retina_core.explain.cam import check_images, choose_targets, model_outputs
 from retina_core.explain.state import borrowed_for_explanation
 
 IG_METHOD = "integrated_gradients"
@@ -107,11 +107,11 @@ def ig_maps(
 ) -> np.ndarray:
     """(N, H, W) maps in [0, 1] for ``targets`` (``None``: the predicted class; a regression
     model, one output, always explains its raw score), ready for the pointing game and ROAD."""
-    _check_images(images)
+    check_images(images)
     spec = getattr(model, "spec", None)
     regression = spec is not None and spec.task == "regression"
     with borrowed_for_explanation(model):
-        outputs = _outputs(model, images, batch_size)
-    chosen, _ = _choose_targets(outputs, targets, regression)
+        outputs = model_outputs(model, images, batch_size)
+    chosen, _ = choose_targets(outputs, targets, regression)
     attributions, _ = integrated_gradients(model, images, chosen, n_steps=n_steps, batch_size=batch_size)
     return attribution_maps(attributions)

@@ -37,7 +37,7 @@ from retina_core.evaluation import Estimate, bootstrap_ci
 from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa, roc_auc_binary
 from retina_core.fusion.fit import BATCH_SIZE, PATIENCE, WEIGHT_DECAY, one_thread
 from retina_core.models.device import seed_everything
-from retina_core.models.fusion import _TwoModalityHead
+from retina_core.models.fusion import TwoModalityHead
 from retina_core.models.persist import read_weights
 from retina_core.storage import ObjectStore
 
@@ -47,7 +47,7 @@ TASKS = ("grade", "oct_class", "disease")
 MISSING = -1
 
 
-class MultiTaskFusion(_TwoModalityHead):
+class MultiTaskFusion(TwoModalityHead):
     """LayerNorm per modality → concatenate → shared MLP trunk → grade / OCT class / disease outputs."""
 
     kind = "multitask"
@@ -209,7 +209,8 @@ def evaluate_multitask(
     outputs: Mapping[str, np.ndarray], labels: TaskLabels, groups: np.ndarray, *, n_boot: int, seed: int
 ) -> dict[str, Estimate]:
     """QWK (grade), macro-F1 (OCT class) and AUC (disease), each on the pairs that carry its label,
-    with a patient-level bootstrap CI."""
+    with a patient-level bootstrap CI; a task missing from ``outputs`` is not scored (an encoder's
+    own row has its own task and disease only)."""
     groups = np.asarray(groups, dtype=object)
     out: dict[str, Estimate] = {}
     specs = {
@@ -218,6 +219,8 @@ def evaluate_multitask(
         "disease_auc": ("disease", roc_auc_binary),
     }
     for name, (task, metric) in specs.items():
+        if task not in outputs:
+            continue
         y = np.asarray(getattr(labels, task))
         rows = y != MISSING
         out[name] = bootstrap_ci(

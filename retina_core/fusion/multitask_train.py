@@ -3,8 +3,9 @@
 Same inputs as :func:`retina_core.fusion.train.gather_inputs` (encoders, cached embeddings,
 real or virtual pairs, the shuffled control), labels per pair from each image's own catalog
 label, then on the same test pairs: the head with both embeddings, with one (missing-modality
-rows) and the same head trained on shuffled pairs (the control). Each row gives QWK (grade),
-macro-F1 (OCT class) and AUC (disease) with patient-level CIs. The version is registered as
+rows), the same head trained on shuffled pairs (the control), and the two encoders' own
+predictions (:mod:`retina_core.fusion.own_predictions`: the versions the embeddings came from).
+Each row gives QWK (grade), macro-F1 (OCT class) and AUC (disease) with patient-level CIs. The version is registered as
 ``fusion_multitask`` through the project's one register-or-reuse helper; the champion rule
 compares disease AUC (the metric every fusion head has), the champion re-scored on today's
 test pairs when it reads the same embeddings.
@@ -34,6 +35,7 @@ from retina_core.fusion.multitask import (
     pair_task_labels,
     predict_outputs,
 )
+from retina_core.fusion.own_predictions import own_outputs
 from retina_core.fusion.train import gather_inputs
 from retina_core.models.weights import state_dict_to_bytes
 from retina_core.results import MultiTaskReport, TaskRow
@@ -42,7 +44,7 @@ from retina_core.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "fusion_multitask"
-CODE_VERSION = "multitask-v1"
+CODE_VERSION = "multitask-v2"  # v2: the encoders' own rows
 PRIMARY = "disease_auc"
 
 
@@ -51,8 +53,8 @@ def _labels(arrays: dict[Split, PairArrays], engine: Engine) -> dict[Split, Task
     return {s: pair_task_labels(a.pairs, images) for s, a in arrays.items()}
 
 
-def _row(key: str, inputs: str, scores: dict[str, Estimate]) -> TaskRow:
-    return TaskRow(key=key, inputs=inputs, metrics={k: v.to_dict() for k, v in scores.items()})
+def _row(key: str, inputs: str, scores: dict[str, Estimate], source: str | None = None) -> TaskRow:
+    return TaskRow(key=key, inputs=inputs, metrics={k: v.to_dict() for k, v in scores.items()}, source=source)
 
 
 def train_multitask_fusion(settings: Settings, engine: Engine, store: ObjectStore) -> MultiTaskReport:
@@ -109,6 +111,12 @@ def train_multitask_fusion(settings: Settings, engine: Engine, store: ObjectStor
                 scored(control_fit.head, cte.fundus, cte.oct, control_labels[Split.TEST], cte.groups),
             ),
         ]
+        for modality, version in inputs.versions.items():
+            own = own_outputs(settings, engine, store, modality, version, te)
+            scores = evaluate_multitask(own, labels[Split.TEST], te.groups, **boot)
+            rows.append(
+                _row(f"{version.name}_own", modality.value, scores, f"{version.name} v{version.version}")
+            )
         auc = rows[0].metrics[PRIMARY]
         metrics = {
             "rows": [r.model_dump() for r in rows],

@@ -42,7 +42,7 @@ def _batch(fundus_emb: Tensor | None, oct_emb: Tensor | None) -> tuple[int, torc
     return ref.shape[0], ref.device
 
 
-class _TwoModalityHead(nn.Module):
+class TwoModalityHead(nn.Module):
     """Per-modality LayerNorm, the learned "missing" vectors and modality dropout."""
 
     kind = "base"
@@ -95,7 +95,7 @@ class _TwoModalityHead(nn.Module):
         }
 
 
-class ConcatMLPFusion(_TwoModalityHead):
+class ConcatMLPFusion(TwoModalityHead):
     """LayerNorm per modality → concatenate → MLP → 2 logits (normal, disease)."""
 
     kind = "concat_mlp"
@@ -120,7 +120,7 @@ class ConcatMLPFusion(_TwoModalityHead):
         return self.mlp(torch.cat([f, o], dim=1))
 
 
-class GatedFusion(_TwoModalityHead):
+class GatedFusion(TwoModalityHead):
     """Each modality projected to ``hidden``; a learned per-feature gate mixes them → 2 logits.
 
     The gate lets the head lean on whichever view is informative for a given eye, which a
@@ -170,7 +170,7 @@ class LinearProbe(nn.Module):
         return {"kind": self.kind, "dim": self.dim, "outputs": ["normal", "disease"]}
 
 
-HEADS: dict[str, type[_TwoModalityHead]] = {
+HEADS: dict[str, type[TwoModalityHead]] = {
     ConcatMLPFusion.kind: ConcatMLPFusion,
     GatedFusion.kind: GatedFusion,
 }
@@ -178,7 +178,7 @@ HEADS: dict[str, type[_TwoModalityHead]] = {
 
 def create_fusion_head(
     kind: str, fundus_dim: int, oct_dim: int, *, hidden: int, modality_dropout: float
-) -> _TwoModalityHead:
+) -> TwoModalityHead:
     if kind not in HEADS:
         raise KeyError(f"unknown fusion head {kind!r}; known: {', '.join(sorted(HEADS))}")
     return HEADS[kind](fundus_dim, oct_dim, hidden=hidden, modality_dropout=modality_dropout)

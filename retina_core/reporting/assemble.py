@@ -171,6 +171,7 @@ def build_report_data(
         sum(c.get("pairs", 0) for c in fusion.evaluation.counts.values()) if fusion is not None else None
     )
     summary = data_summary(engine, pairing, n_pairs)
+    multitask = getattr(fusion, "multitask", None)
     models = [
         train_section(t, store, summary, synthetic=synthetic, dataset_version=dataset_version) for t in trains
     ]
@@ -188,6 +189,7 @@ def build_report_data(
         fusion_comparison=fusion.comparison_rows() if fusion is not None else None,
         missing_modality=fusion.missing_modality_rows() if fusion is not None else None,
         modality_share=fusion.evaluation.modality_share if fusion is not None else None,
+        multitask=multitask.report_section() if multitask is not None else None,
         explanations=list(explanations) or None,
         notes=all_notes,
     )

@@ -139,6 +139,29 @@ class ComparisonRow(_Data):
     note: str | None = None
 
 
+class MultiTaskRow(_Data):
+    """One row of the multi-task table: the head (both, one modality), its control, or an encoder's own."""
+
+    key: str
+    name: str
+    inputs: str
+    source: str | None = Field(None, description="An encoder's own row: the version that predicted.")
+    grade_qwk: Estimate | None = None
+    oct_macro_f1: Estimate | None = None
+    disease_auc: Estimate | None = None
+
+
+class MultiTaskSection(_Data):
+    """The multi-task fusion head's evaluation as the report shows it."""
+
+    model: str
+    version: int
+    status: str
+    pairing: str
+    rows: list[MultiTaskRow]
+    registry: str | None = Field(None, description="The champion rule's reason.")
+
+
 class PointingRow(_Data):
     """Field names follow ``retina_core.explain.pointing.PointingSummary`` so its ``to_dict()`` fits."""
 
@@ -240,6 +263,9 @@ class ReportData(_Data):
     missing_modality: list[ComparisonRow] | None = None
     modality_share: ModalityShareSummary | None = Field(
         None, description="Share of fused decisions owed to each modality, with the complementary-set check."
+    )
+    multitask: MultiTaskSection | None = Field(
+        None, description="The multi-task head (grade, OCT class, disease); None when it was not trained."
     )
     explanations: list[ExplainSection] | None = None
     drift: DriftReport | None = Field(None, description="The newest drift check; None when none ran.")

@@ -10,7 +10,7 @@ from typing import Any
 
 from retina_core.drift.policy import RetrainDecision
 from retina_core.drift.result import DriftReport, FeatureDrift
-from retina_core.reporting.figures import _figure, to_png
+from retina_core.reporting.figures import new_figure, to_png
 from retina_core.reporting.format import format_estimate, metric_label
 
 _FONT = 7.5
@@ -97,7 +97,7 @@ def drift_markdown(report: DriftReport, decision: RetrainDecision | None = None)
 
 def feature_png(feature: FeatureDrift, title: str) -> bytes:
     """Reference and new densities of one feature on shared bins."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     edges = feature.edges
     width = [b - a for a, b in itertools.pairwise(edges)]

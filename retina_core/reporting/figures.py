@@ -39,7 +39,7 @@ class RocSeries(NamedTuple):
     auc: Estimate
 
 
-def _figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
+def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
     fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -67,7 +67,7 @@ def confusion_matrix_figure(
         raise ValueError(f"confusion matrix must be {k}x{k}, got {counts.shape}")
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape, float), where=totals > 0)
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for (i, j), n in np.ndenumerate(counts):
@@ -99,7 +99,7 @@ def confusion_matrix_png(
 
 def roc_figure(series: Sequence[RocSeries], title: str = "ROC") -> Figure:
     """One curve per series, its AUC and 95% CI in the legend; the chance diagonal for scale."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=0.8, label="chance")
     for s in series:
@@ -134,7 +134,7 @@ def reliability_figure(
 
     Empty bins are skipped rather than drawn at zero, which would read as badly calibrated.
     """
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=0.8, label="perfect calibration")
     ax.plot(*_reliability_points(before), marker="o", markersize=3, linewidth=1.2, label="before scaling")
@@ -162,7 +162,7 @@ def reliability_png(
 
 def training_curves_figure(curves: TrainingCurves) -> Figure:
     """Losses on the left axis, the validation metric on the right, by epoch (1-based)."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for values, label, style in (
         (curves.train_loss, "train loss", "-"),
@@ -203,7 +203,7 @@ def _forest_left(rows: Sequence[ComparisonRow]) -> float:
 
 def forest_figure(rows: Sequence[ComparisonRow], title: str = "AUC with 95% CI") -> Figure:
     """AUC per comparison row with its interval; rows without a defined AUC are marked, not dropped."""
-    fig = _figure((FIGSIZE[0], max(FIGSIZE[1] * 0.6, 0.9 + 0.32 * len(rows))))
+    fig = new_figure((FIGSIZE[0], max(FIGSIZE[1] * 0.6, 0.9 + 0.32 * len(rows))))
     ax = fig.add_subplot()
     for y, row in enumerate(rows):
         auc = row.auc

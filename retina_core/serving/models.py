@@ -19,13 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from retina_core.catalog.registry import ModelVersion, preferred_versions
 from retina_core.config import Settings
-from retina_core.predict import NAMES, Predictor
+from retina_core.predict import MULTITASK_NAME, NAMES, Predictor
 from retina_core.serving.cards import ServedModel, describe
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = (*NAMES.values(), "fusion_head")
+MODEL_NAMES = (*NAMES.values(), "fusion_head", MULTITASK_NAME)
 RETRY_SECONDS = 5.0
 """A failed load is retried at most this often while the registry's choice stays the same:
 loading reads every weight file, and a broken one would otherwise be re-read per request."""
@@ -94,6 +94,8 @@ class ServingModels:
         versions: list[ModelVersion] = [m.version for m in predictor.models.values()]
         if predictor.fusion_version is not None:
             versions.append(predictor.fusion_version)
+        if predictor.multitask is not None:
+            versions.append(predictor.multitask[0])
         served = {v.name: describe(self.store, v) for v in versions}
         log.info("serving %s", ", ".join(f"{v.name} v{v.version}" for v in versions))
         return Loaded(key=key, predictor=predictor, served=served)

@@ -39,6 +39,24 @@ class FusionAnswer(BaseModel):
     threshold_source: str | None = None
     above_threshold: bool | None
     gradcam: dict[str, str] | None = Field(None, description="URLs of the fusion head's overlays.")
+    modality_share: dict[str, float] | None = Field(
+        None,
+        description="Share of the fused disease decision owed to each modality ({'fundus': s, 'oct': 1 - s}, "
+        "Integrated Gradients over the two embeddings); None unless both images were used.",
+    )
+
+
+class MultiTaskAnswer(BaseModel):
+    """The multi-task fusion head's three outputs, when it is the champion (as the head outputs them)."""
+
+    model: str
+    version: int
+    inputs: Literal["both", "fundus-only", "oct-only"]
+    grade_probabilities: dict[str, float] = Field(description="DR grade 0-4 (ordinal output).")
+    grade: str
+    oct_probabilities: dict[str, float] = Field(description="CNV, DME, DRUSEN, NORMAL.")
+    oct_class: str
+    disease_probability: float = Field(description="Normal vs disease, from the same head.")
 
 
 class Referral(BaseModel):
@@ -52,6 +70,10 @@ class PredictAnswer(BaseModel):
     fundus: ModalityAnswer | None
     oct: ModalityAnswer | None
     fusion: FusionAnswer | None
+    multitask: MultiTaskAnswer | None = Field(
+        None,
+        description="The multi-task head (grade, OCT class, disease) when fusion_multitask has a champion.",
+    )
     referral: Referral
     research_use_only: str = RESEARCH_USE
     seconds: float

@@ -31,7 +31,7 @@ from retina_core.serving.cards import ServedModel, scale_binary, scale_probabili
 from retina_core.serving.models import Loaded, ServingModels
 from retina_core.serving.overlays import OverlayCache
 from retina_core.serving.quality import QUALITY_TEXT, QualityFlag, quality_flags
-from retina_core.serving.schemas import FusionAnswer, ModalityAnswer, PredictAnswer, Referral
+from retina_core.serving.schemas import FusionAnswer, ModalityAnswer, MultiTaskAnswer, PredictAnswer, Referral
 from retina_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -214,16 +214,22 @@ class PredictionService:
                 threshold_source=point.threshold_source if point else None,
                 above_threshold=None if threshold is None else calibrated >= threshold,
                 gradcam=gradcams or None,
+                modality_share=f.modality_share,
             )
+        multitask = None
+        if result is not None and result.multitask is not None:
+            multitask = MultiTaskAnswer.model_validate(result.multitask.model_dump())
         models = {p.model: p.version for p in parts.values() if p.model and p.version is not None}
-        if fusion is not None:
-            models[fusion.model] = fusion.version
+        for answered in (fusion, multitask):
+            if answered is not None:
+                models[answered.model] = answered.version
         return PredictAnswer(
             id=prediction_id,
             models=models,
             fundus=parts.get(Modality.FUNDUS),
             oct=parts.get(Modality.OCT),
             fusion=fusion,
+            multitask=multitask,
             referral=referral(parts, fusion),
             seconds=time.perf_counter() - started,
         )

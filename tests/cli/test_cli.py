@@ -158,3 +158,40 @@ def test_prefect_defaults_are_set_before_any_command_imports_a_flow(tmp_path: Pa
     env["RETINA_HOME"] = str(tmp_path / "home")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["WARNING", "1", str(tmp_path / "home" / "prefect")]
+
+
+def test_train_fusion_json_carries_the_multitask_head_and_the_plain_output_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retina_core.config import write_settings_file
+    from tests.fusion.conftest import SMALL
+    from tests.fusion.world import build_world
+
+    for name in ("RETINA_HOME", "RETINA_STORAGE_URL", "RETINA_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    world = build_world(tmp_path, SMALL, epochs=5, multitask=True)
+    config = str(write_settings_file(world.settings, tmp_path / "settings.yaml"))
+    code, data = run_json("train", "fusion", "--config", config)
+    assert code == 0 and data["model"] == "fusion_head"
+    multitask = data["multitask"]
+    assert multitask["model"] == "fusion_multitask" and multitask["version"] == 1
+    rows = multitask["rows"]
+    assert set(rows) == {
+        "fusion",
+        "fusion_fundus_only",
+        "fusion_oct_only",
+        "shuffled_control",
+        "fundus_cnn_own",
+        "oct_cnn_own",
+    }
+    for metric in ("grade_qwk", "oct_macro_f1", "disease_auc"):
+        assert set(rows["fusion"][metric]) >= {"value", "low", "high", "n_units"}
+    assert (
+        rows["fundus_cnn_own"]["source"].startswith("fundus_cnn v")
+        and "oct_macro_f1" not in rows["fundus_cnn_own"]
+    )
+    assert multitask["primary"] == rows["fusion"]["disease_auc"]
+
+    plain = runner.invoke(app, ["train", "fusion", "--config", config])
+    assert plain.exit_code == 0, plain.stderr
+    assert "fusion_multitask v1 (champion" in plain.stdout and "grade QWK" in plain.stdout

@@ -55,15 +55,19 @@ def test_embed_then_fusion_flow_map_shards_and_publishflow_run_artifacts(
     assert {"fusion-comparison", "fusion-comparison-table"} <= set(artifacts)
     markdown = artifacts["fusion-comparison"].data
     assert "VIRTUAL pairs" in markdown and "Shuffled-pair control" in markdown
-    assert champion(world.engine, "fusion_multitask") is None  # off unless asked for
+    assert champion(world.engine, "fusion_multitask") is None and fusion.multitask is None  # off unless asked
 
     multitask = world.settings.model_copy(deep=True)
     multitask.fusion.multitask = True
     config = str(write_settings_file(multitask, world.out.parent / "multitask.yaml"))
-    assert train_fusion_flow(FusionParams(epochs=5, config_file=config), return_state=True).is_completed()
+    state = train_fusion_flow(FusionParams(epochs=5, config_file=config), return_state=True)
+    assert state.is_completed()
     registered = champion(world.engine, "fusion_multitask")
     assert registered is not None and registered.primary_metric == "disease_auc"
     assert set(registered.summary["metrics"]) == {"grade_qwk", "oct_macro_f1", "disease_auc"}
+    multitask_report = state.result().multitask  # the flow's report carries it (CLI --json, the report)
+    assert multitask_report is not None and multitask_report.version == registered.version
+    assert {"fundus_cnn_own", "oct_cnn_own", "shuffled_control"} <= {r.key for r in multitask_report.rows}
 
 
 def test_flow_parameters_render_a_form_schema() -> None:

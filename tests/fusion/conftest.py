@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from retina_core.data.synthetic import SynthSpec
+from retina_core.fusion.multitask_train import train_multitask_fusion
 from retina_core.fusion.train import train_fusion
-from retina_core.results import FusionReport
+from retina_core.results import FusionReport, MultiTaskReport
 from tests.fusion.world import World, build_world, copy_world
 
 PAIRED = SynthSpec(fundus=200, oct=200, pairs=400, size=128, seed=0, complementary_fraction=0.0)
@@ -24,6 +25,11 @@ size they act as label noise and the gain's interval straddles zero (measured: +
 for the suite. Measured here: gain +0.051 [+0.010, +0.103] (seed 0), +0.019 [+0.003, +0.049]
 (seed 1). What this test checks is the same claim on a cohort it can afford: two
 same-eye views combine into a significantly better screen than either alone."""
+
+
+SMALL = SynthSpec(fundus=0, oct=0, pairs=48, size=64, seed=0)
+"""48 same-eye pairs at 64 px: a world built in seconds, for checks of *what* is computed (rows,
+fields, agreement with the encoders themselves), never of how well."""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,3 +56,14 @@ def own_world(paired_world: World, paired_report: FusionReport, tmp_path: Path) 
     """A private copy of the paired world, its first fusion version included, for tests that
     register or promote versions: the shared world's champion stays the one ``paired_report`` made."""
     return copy_world(paired_world, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("small"), SMALL, epochs=8)
+
+
+@pytest.fixture(scope="session")
+def small_multitask(small_world: World) -> MultiTaskReport:
+    """The multi-task head registered on the small world (its first and so champion version)."""
+    return train_multitask_fusion(small_world.settings, small_world.engine, small_world.store)

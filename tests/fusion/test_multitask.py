@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from retina_cli.app import app
 from retina_core.catalog.registry import champion
+from retina_core.catalog.repository import image_records
+from retina_core.domain import Modality, Split
+from retina_core.evaluation import bootstrap_ci
+from retina_core.evaluation.metrics import macro_f1, quadratic_weighted_kappa, roc_auc_binary
 from retina_core.fusion.multitask import (
     MISSING,
     MultiTaskFusion,
@@ -17,10 +24,13 @@ from retina_core.fusion.multitask import (
     fit_multitask,
     grade_probabilities,
     masked_loss,
+    pair_task_labels,
     predict_outputs,
 )
 from retina_core.fusion.multitask_train import train_multitask_fusion
+from retina_core.fusion.train import gather_inputs, train_fusion
 from retina_core.predict import Predictor
+from retina_core.results import MultiTaskReport
 from tests.fusion.world import World
 
 FD, OD = 8, 8
@@ -133,3 +143,85 @@ def test_predict_returns_the_champion_multitask_outputs(own_world: World) -> Non
         assert top == max(probs, key=probs.__getitem__)
     only_oct = predictor.predict(None, oct).multitask
     assert only_oct is not None and only_oct.inputs == "oct-only"
+
+
+def test_the_encoders_own_rows_are_their_own_predictions_on_the_same_test_pairs(
+    small_world: World, small_multitask: MultiTaskReport
+) -> None:
+    """Each encoder the embeddings came from predicts its own task on the head's test pairs, through
+    the same path ``retina predict`` takes from the image bytes, scored with the same bootstrap."""
+    world, report = small_world, small_multitask
+    inputs = gather_inputs(world.settings, world.engine, world.store)
+    test = inputs.arrays[Split.TEST]
+    records = {r.sha256: r for m in Modality for r in image_records(world.engine, m)}
+    labels = pair_task_labels(test.pairs, {s: (r.modality, r.label) for s, r in records.items()})
+    predictor = Predictor(world.settings, world.engine, world.store)
+    evaluation = world.settings.evaluation
+    expected = {
+        Modality.FUNDUS: ("grade_qwk", "grade", lambda y, p: quadratic_weighted_kappa(y, p.argmax(1), 5)),
+        Modality.OCT: ("oct_macro_f1", "oct_class", lambda y, p: macro_f1(y, p.argmax(1), 4)),
+    }
+    for modality, (metric, task, score) in expected.items():
+        version = inputs.versions[modality]
+        row = report.row(f"{version.name}_own")
+        assert row.inputs == modality.value and row.source == f"{version.name} v{version.version}"
+        assert set(row.metrics) == {metric, "disease_auc"}  # its own task only, and disease
+        probs = []
+        for pair in test.pairs:
+            sha = pair.fundus_sha if modality is Modality.FUNDUS else pair.oct_sha
+            image = world.store.get_bytes(records[sha].object_key)
+            found = predictor.predict(**{modality.value: image})
+            part = found.fundus if modality is Modality.FUNDUS else found.oct
+            assert part is not None and part.version == version.version
+            probs.append([*part.probabilities.values(), part.disease_probability])
+        p = np.asarray(probs)
+        y = np.asarray(getattr(labels, task))
+        boot = {"n_boot": evaluation.bootstrap, "seed": evaluation.seed}
+        own = bootstrap_ci(
+            score, y[y != MISSING], p[y != MISSING, :-1], groups=test.groups[y != MISSING], **boot
+        )
+        auc = bootstrap_ci(roc_auc_binary, labels.disease, p[:, -1], groups=test.groups, **boot)
+        for name, estimate in ((metric, own), ("disease_auc", auc)):
+            got = row.metrics[name]
+            assert got["value"] == pytest.approx(estimate.value, abs=1e-4)
+            assert (got["low"], got["high"]) == pytest.approx((estimate.low, estimate.high), abs=1e-4)
+    # the head's rows are still there beside them, on the same pairs
+    assert {r.key for r in report.rows} >= {
+        "fusion",
+        "fusion_fundus_only",
+        "fusion_oct_only",
+        "shuffled_control",
+    }
+
+
+def test_retina_predict_gives_the_multitask_outputs_and_the_fused_share(
+    small_world: World, small_multitask: MultiTaskReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = small_world
+    if champion(world.engine, "fusion_head") is None:
+        train_fusion(world.settings, world.engine, world.store)  # same encoders: the head stays usable
+    monkeypatch.setenv("RETINA_HOME", str(world.settings.home))
+    monkeypatch.delenv("RETINA_STORAGE_URL", raising=False)
+    monkeypatch.delenv("RETINA_DATABASE_URL", raising=False)
+    with (world.out / "pairs.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    args = [
+        "predict",
+        "--fundus",
+        str(world.out / row["fundus_path"]),
+        "--oct",
+        str(world.out / row["oct_path"]),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    multitask = data["multitask"]
+    assert multitask["model"] == "fusion_multitask" and multitask["version"] == small_multitask.version
+    assert sum(multitask["grade_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 <= multitask["disease_probability"] <= 1.0
+    share = data["fusion"]["modality_share"]
+    assert share is not None and share["fundus"] + share["oct"] == pytest.approx(1.0)
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    assert f"fusion_multitask v{small_multitask.version} (both): grade {multitask['grade']}" in plain.stdout
+    assert f"fundus {share['fundus']:.0%} · OCT {share['oct']:.0%} of the fused decision" in plain.stdout

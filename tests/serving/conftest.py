@@ -1,4 +1,4 @@
-"""A tiny registered world (both encoders and a fusion head) and the service over it.
+"""A tiny registered world (both encoders, a fusion head, the multi-task head) and the service over it.
 
 Built through the real pipeline by :func:`tests.fusion.world.build_world` on 48 synthetic
 same-eye pairs at 64 px: a few seconds on two cores. The models are weak; the service's
@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from benchmarks.serving import live_server
 from retina_core.config import ServeSettings, Settings
 from retina_core.data.synthetic import SynthSpec
+from retina_core.fusion.multitask_train import train_multitask_fusion
 from retina_core.fusion.train import train_fusion
 from retina_core.serving import create_app
 from tests.fusion.conftest import one_torch_thread  # noqa: F401  (autouse: one thread on 2 busy cores)
@@ -39,6 +40,7 @@ class Eye:
 def make_world(root: Path) -> World:
     world = build_world(root, SERVE_DATA, epochs=8)
     train_fusion(world.settings, world.engine, world.store)
+    train_multitask_fusion(world.settings, world.engine, world.store)  # its first version: the champion
     return world
 
 

@@ -70,8 +70,9 @@ def test_a_pair_gets_every_field(client: TestClient, serve_world: World) -> None
     body = response.json()
     assert len(body["id"]) == 32 and int(body["id"], 16) >= 0
     registered = {
-        n: champion(serve_world.engine, n).version for n in ("fundus_cnn", "oct_cnn", "fusion_head")
-    }  # type: ignore[union-attr]
+        n: champion(serve_world.engine, n).version  # type: ignore[union-attr]
+        for n in ("fundus_cnn", "oct_cnn", "fusion_head", "fusion_multitask")
+    }
     assert body["models"] == registered
     assert "Research use only" in body["research_use_only"]
 
@@ -113,6 +114,24 @@ def test_a_pair_gets_every_field(client: TestClient, serve_world: World) -> None
     )
     for side in ("fundus", "oct"):
         assert client.get(fusion["gradcam"][side]).content.startswith(PNG_MAGIC)
+    # the share of the fused decision per modality, as predict measures it (IG over the two embeddings)
+    assert expected.fusion is not None and expected.fusion.modality_share is not None
+    assert fusion["modality_share"] == pytest.approx(expected.fusion.modality_share)
+    assert fusion["modality_share"]["fundus"] + fusion["modality_share"]["oct"] == pytest.approx(1.0)
+    # the champion multi-task head's three outputs, as predict gives them
+    multitask, own = body["multitask"], expected.multitask
+    assert own is not None and multitask["version"] == registered["fusion_multitask"]
+    assert multitask["inputs"] == "both" and list(multitask["grade_probabilities"]) == [
+        "No DR",
+        "Mild",
+        "Moderate",
+        "Severe",
+        "Proliferative",
+    ]
+    assert multitask["grade_probabilities"] == pytest.approx(own.grade_probabilities)
+    assert multitask["oct_probabilities"] == pytest.approx(own.oct_probabilities)
+    assert (multitask["grade"], multitask["oct_class"]) == (own.grade, own.oct_class)
+    assert multitask["disease_probability"] == pytest.approx(own.disease_probability)
     assert body["referral"]["decision"] in {"refer", "urgent", "routine"} and body["referral"]["advice"]
 
 
@@ -130,7 +149,9 @@ def test_one_image_uses_the_fusion_head_with_one_input(
     evaluation = _fusion_evaluation(serve_world)
     row = {"fundus-only": "fusion_fundus_only", "oct-only": "fusion_oct_only"}[fusion]
     assert body["fusion"]["operating_threshold"] == pytest.approx(evaluation.row(row).result.youden_threshold)
-    assert set(body["models"]) == {f"{given}_cnn", "fusion_head"}
+    assert set(body["models"]) == {f"{given}_cnn", "fusion_head", "fusion_multitask"}
+    assert body["fusion"]["modality_share"] is None  # one image: no share to split
+    assert body["multitask"]["inputs"] == fusion
 
 
 def test_unusable_images_are_withheld_not_guessed(client: TestClient, serve_world: World) -> None:
@@ -258,7 +279,7 @@ def test_cors_is_off_unless_configured(client: TestClient, serve_world: World) -
 def test_models_lists_champions_with_metrics_and_cards(client: TestClient, serve_world: World) -> None:
     body = client.get("/v1/models").json()
     by_name = {m["name"]: m for m in body["models"]}
-    assert set(by_name) == {"fundus_cnn", "oct_cnn", "fusion_head"}
+    assert set(by_name) == {"fundus_cnn", "oct_cnn", "fusion_head", "fusion_multitask"}
     fundus = by_name["fundus_cnn"]
     version = champion(serve_world.engine, "fundus_cnn")
     assert version is not None and fundus["version"] == version.version and fundus["status"] == "champion"
@@ -280,7 +301,12 @@ def test_models_lists_champions_with_metrics_and_cards(client: TestClient, serve
 def test_health_ready_docs_and_page(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready["ready"] is True and set(ready["models"]) == {"fundus_cnn", "oct_cnn", "fusion_head"}
+    assert ready["ready"] is True and set(ready["models"]) == {
+        "fundus_cnn",
+        "oct_cnn",
+        "fusion_head",
+        "fusion_multitask",
+    }
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
     assert "https://" not in docs.text  # Swagger UI from the app itself: /docs works offline

@@ -8,6 +8,7 @@ form from the keyboard, and saves a screenshot at 1024 px wide.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,11 +84,18 @@ def test_page_shows_both_overlays_the_advice_and_the_versions(
         "NORMAL",
         "urgent OCT referral",
         "fusion: both",
+        "DR grade (both):",
+        "OCT class (both):",
     ):
         assert finding in table
+    share = page.inner_text("#fusion-share")  # next to the fused result, plain text
+    fundus_pct, oct_pct = (
+        int(p) for p in re.fullmatch(r"fundus (\d+)% · OCT (\d+)% of the fused decision", share).groups()
+    )  # type: ignore[union-attr]
+    assert 99 <= fundus_pct + oct_pct <= 101
     assert page.inner_text("#referral").strip()
     versions = page.inner_text("#versions")
-    for name in ("fundus_cnn", "oct_cnn", "fusion_head"):
+    for name in ("fundus_cnn", "oct_cnn", "fusion_head", "fusion_multitask"):
         version = champion(serve_world.engine, name)
         assert version is not None and f"{name} v{version.version}" in versions
     metrics = page.inner_text("#models-body")

@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const pct = (p) => (p === null || p === undefined ? "n/a" : (100 * p).toFixed(1) + "%");
+const whole = (p) => (p === null || p === undefined ? "n/a" : Math.round(100 * p) + "%");
 const num = (v) => (v === null || v === undefined ? "n/a" : v.toFixed(3));
 
 function authHeaders() {
@@ -85,6 +86,20 @@ async function render(answer, files) {
     const f = answer.fusion;
     const threshold = f.operating_threshold === null ? "" : ` (operating threshold ${pct(f.operating_threshold)})`;
     addRow(tbody, `${f.model} v${f.version}`, `disease, fusion: ${f.fusion}${threshold}`, pct(f.calibrated_disease_probability));
+    if (f.modality_share) {
+      const share = document.createElement("small");
+      share.id = "fusion-share";
+      share.className = "share";
+      share.textContent = `fundus ${whole(f.modality_share.fundus)} · OCT ${whole(f.modality_share.oct)} of the fused decision`;
+      tbody.lastElementChild.children[1].append(document.createElement("br"), share);
+    }
+  }
+  if (answer.multitask) {
+    const m = answer.multitask;
+    const name = `${m.model} v${m.version}`;
+    addRow(tbody, name, `DR grade (${m.inputs}): ${m.grade}`, pct(m.grade_probabilities[m.grade]));
+    addRow(tbody, name, `OCT class (${m.inputs}): ${m.oct_class}`, pct(m.oct_probabilities[m.oct_class]));
+    addRow(tbody, name, `disease (${m.inputs})`, pct(m.disease_probability));
   }
   const images = $("images");
   images.replaceChildren();
