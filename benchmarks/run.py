@@ -44,6 +44,7 @@ BENCHMARKS = (
     "embedding_cache",
     "incremental_retrain",
     "orchestration",
+    "dispatch_latency",
     "ingestion",
     "dask_ingestion",
     "large_manifest",

@@ -115,6 +115,8 @@ def test_multitask_head_on_the_paired_world_learns_every_task_and_registers(own_
         "fusion_fundus_only",
         "fusion_oct_only",
         "shuffled_control",
+        "fundus_cnn_own",
+        "oct_cnn_own",
     }
     assert report.decision is not None and report.decision.promoted and report.status == "champion"
     version = champion(paired_world.engine, "fusion_multitask")
