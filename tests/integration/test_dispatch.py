@@ -17,6 +17,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.states import Cancelling
 
 from retina_core import verbs
 from retina_core.catalog.registry import list_versions
@@ -25,6 +26,7 @@ from retina_core.domain import Source
 from tests.integration.conftest import Service
 from tests.integration.test_service import (
     FIRST_DROP,
+    TERMINAL,
     RetrainWatch,
     ServiceFailure,
     at,
@@ -126,7 +128,7 @@ def test_dataset_update_trains_both_encoders_concurrently_on_the_gpu_pool(dispat
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_killed_training_fails_the_pipeline_by_name_and_a_rerun_completes_without_duplicates(
+def test_cancel_and_kill_reach_the_children_and_a_rerun_completes_without_duplicates(
     dispatch_service: Service,
 ) -> None:
     service = dispatch_service
@@ -139,6 +141,43 @@ def test_a_killed_training_fails_the_pipeline_by_name_and_a_rerun_completes_with
     watch = RetrainWatch(service, retrain)
     wait_workers(service, watch)
     params = {"min_new_images": 0, "run_id": "killed"}
+
+    # Cancelling the parent cancels its children (Prefect's cancellation service, through the link).
+    # 50 epochs: still training when the cancellation arrives, whatever the machine's speed.
+    long = {"run_id": "cancelled", "train_epochs": 50, "train_patience": 50}
+    cancelled = start_pipeline(service, retrain, params | long)
+    wait_until(
+        service,
+        "both trainings to run",
+        lambda: (
+            [r["state_type"] for r in of_deployment(children_of(service, cancelled), train)]
+            == ["RUNNING", "RUNNING"]
+        ),
+        240,
+        watch,
+    )
+    with service.stack.client() as client:
+        client.set_flow_run_state(UUID(cancelled), Cancelling(message="cancelled by the test"))
+    gone = wait_until(
+        service,
+        "the children to be cancelled",
+        lambda: (
+            (runs := of_deployment(children_of(service, cancelled), train))
+            and all(r["state_type"] in TERMINAL for r in runs)
+            and runs
+        ),
+        120,
+        watch,
+    )
+    assert [r["state_type"] for r in gone] == ["CANCELLED", "CANCELLED"], [r["state"] for r in gone]
+    wait_until(
+        service,
+        "the parent to be cancelled",
+        lambda: flow_run(service, cancelled)["state_type"] == "CANCELLED",
+        60,
+        watch,
+    )
+    assert versions_by_model(service) == {}, "a cancelled retrain registered a model"
 
     first = start_pipeline(service, retrain, params)
 
@@ -154,7 +193,7 @@ def test_a_killed_training_fails_the_pipeline_by_name_and_a_rerun_completes_with
 
     def final(run_id: str) -> dict[str, Any] | None:
         run = flow_run(service, run_id)
-        return run if run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+        return run if run["state_type"] in TERMINAL else None
 
     ended = wait_until(service, "the pipeline to end", lambda: final(first), 600, watch)
     assert ended["state_type"] in {"FAILED", "CRASHED"}, ended["state"]
@@ -173,4 +212,4 @@ def test_a_killed_training_fails_the_pipeline_by_name_and_a_rerun_completes_with
     # The rerun dispatched only what the first attempt did not finish.
     rerun_trains = of_deployment(children_of(service, second), train)
     assert [r["name"] for r in rerun_trains] == [victim["name"]], rerun_trains
-    assert len(runs_of(service, train)) == 3
+    assert len(runs_of(service, train)) == 5  # 2 cancelled, 2 in the killed attempt, 1 in the rerun
