@@ -120,3 +120,17 @@ def test_only_store_and_database_outages_are_retried() -> None:
     assert not retried(ObjectNotFoundError("gone for good"))
     assert not retried(DamagedShard("embeddings/x/y.safetensors", "checksum mismatch"))
     assert not retried(ValueError("a bug"))
+
+
+def test_embed_flow_for_one_modality_fills_only_that_cache(prefect_api: None, world: World) -> None:
+    """What a dispatched ``embed-oct`` child does: the OCT encoder's shards, nothing of fundus."""
+    from flows.embed import EmbedParams, embed_flow
+
+    config = str(write_settings_file(world.settings, world.out.parent / "settings.yaml"))
+    state = embed_flow(EmbedParams(modality=Modality.OCT, config_file=config), return_state=True)
+    assert state.is_completed()
+    report = state.result()
+    assert report.fundus is None and report.oct is not None and report.computed == SPEC.oct
+    assert set(report.contract()["modalities"]) == {"oct"}
+    both = embed_flow(EmbedParams(config_file=config))  # the fundus half is still to do
+    assert (both.fundus.computed, both.oct.computed, both.oct.reused) == (SPEC.fundus, 0, SPEC.oct)
