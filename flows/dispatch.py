@@ -32,6 +32,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel
@@ -56,20 +57,33 @@ def run_link(run_id: UUID) -> str:
     return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
 
 
+class DeploymentMissing(LookupError):
+    """The API has no deployment of that name: dispatch needs the GPU deployments deployed."""
+
+
 def start(children: Sequence[Child]) -> list[FlowRun]:
     """Create every child run (Scheduled, linked under the current flow run) without waiting."""
     parent, attempt = flow_run.get_id(), flow_run.get_run_count()
-    return [
-        run_deployment(
-            child.deployment,
-            parameters={"params": child.params.model_dump(mode="json", exclude_none=True)},
-            timeout=0,
-            as_subflow=True,
-            flow_run_name=child.label,
-            idempotency_key=f"{parent}:{attempt}:{child.label}" if parent else None,
-        )
-        for child in children
-    ]
+    runs = []
+    for child in children:
+        try:
+            runs.append(
+                run_deployment(
+                    child.deployment,
+                    parameters={"params": child.params.model_dump(mode="json", exclude_none=True)},
+                    timeout=0,
+                    as_subflow=True,
+                    flow_run_name=child.label,
+                    idempotency_key=f"{parent}:{attempt}:{child.label}" if parent else None,
+                )
+            )
+        except ObjectNotFound:
+            raise DeploymentMissing(
+                f"no deployment {child.deployment!r} on this Prefect API: deploy deployments/prefect.yaml's "
+                "GPU deployments (python -m deployments.stack --gpu-worker, or prefect deploy), or set "
+                "RETINA_ORCHESTRATION__STAGES=inline to train in the pipeline's own process"
+            ) from None
+    return runs
 
 
 def wait(children: Sequence[Child], runs: Sequence[FlowRun], poll_s: float, stage: str) -> list[FlowRun]:

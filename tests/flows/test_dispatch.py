@@ -1,0 +1,110 @@
+"""Dispatch's contract on Prefect's real (ephemeral) API, with the test standing in for the workers.
+
+The children are created through ``run_deployment`` exactly as in production; no worker
+picks them up, so the test moves them to their final states itself, the way a GPU worker
+would report them. The service-level behaviour (real workers, a killed process, a
+cancelled parent) is in tests/integration/test_dispatch.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from uuid import UUID
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+from prefect.states import Completed, Crashed
+from pydantic import BaseModel
+
+from flows.dispatch import Child, ChildRunFailed, DeploymentMissing, run_children
+from tests.flows.conftest import flow_run_artifacts
+
+
+class Form(BaseModel):
+    modality: str
+    secret_free: bool = True
+
+
+@flow(name="dispatch-child")
+def child_flow(params: Form) -> None:  # deployed, never run here
+    return None
+
+
+def deployment(name: str) -> UUID:
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow(child_flow)
+        return client.create_deployment(flow_id=flow_id, name=name)
+
+
+def play_worker(
+    deployment_id: UUID, outcomes: dict[str, object], seen: dict[str, object]
+) -> threading.Thread:
+    """Once both children exist, record them and set each one's final state by name."""
+
+    def work() -> None:
+        only = FlowRunFilter()
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                runs = client.read_flow_runs(
+                    flow_run_filter=only,
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                )
+                if len(runs) == len(outcomes):
+                    for run in runs:
+                        seen[run.name] = run
+                        client.set_flow_run_state(run.id, outcomes[run.name], force=True)
+                    return
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_children_are_linked_awaited_together_and_a_crash_is_named(prefect_api: None) -> None:
+    target = deployment("gpu-stage")
+    seen: dict[str, object] = {}
+    worker = play_worker(
+        target,
+        {"train-fundus": Completed(), "train-oct": Crashed(message="the process was killed (SIGKILL)")},
+        seen,
+    )
+
+    @flow(name="dispatch-parent")
+    def parent() -> None:
+        run_children(
+            [Child(f"train-{m}", "dispatch-child/gpu-stage", Form(modality=m)) for m in ("fundus", "oct")],
+            poll_s=0.1,
+            stage="train",
+        )
+
+    state = parent(return_state=True)
+    worker.join()
+    assert state.is_failed()
+    with pytest.raises(ChildRunFailed) as failure:
+        state.result()
+    message = str(failure.value)
+    oct_run = seen["train-oct"]
+    assert "train-oct (train-oct) ended Crashed: the process was killed (SIGKILL)" in message
+    assert str(oct_run.id) in message and "train-fundus" not in message  # only the child that failed
+    for run in seen.values():
+        assert run.parent_task_run_id is not None  # shown under the parent in the UI
+        assert run.parameters == {
+            "params": {"modality": run.name.removeprefix("train-"), "secret_free": True}
+        }
+        assert run.idempotency_key.startswith(str(state.state_details.flow_run_id))
+    progress = flow_run_artifacts(state.state_details.flow_run_id)["dispatch-train"]
+    assert progress.data == 100.0
+
+
+def test_a_missing_deployment_says_what_to_deploy(prefect_api: None) -> None:
+    @flow(name="dispatch-nowhere")
+    def parent() -> None:
+        run_children([Child("train-fundus", "train-modality/nowhere", Form(modality="fundus"))], 0.1, "train")
+
+    with pytest.raises(DeploymentMissing, match=r"no deployment 'train-modality/nowhere'.*STAGES=inline"):
+        parent()
