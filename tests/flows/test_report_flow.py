@@ -18,6 +18,13 @@ def _stored_run(run_id: str, note: str) -> ReportData:
     return ReportData(run_id=run_id, created_at=datetime(2024, 5, 1, tzinfo=UTC), notes=[note])
 
 
+def flow_run_name(flow_run_id: object) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).name
+
+
 def _config(settings: Settings) -> str:
     return str(settings.home.parent / "settings.yaml")
 
@@ -51,6 +58,7 @@ def test_report_flow_writes_the_newest_run_and_links_it(prefect_api: None, setti
     assert "the newer run" in page.text["notes"] and "the older run" not in page.text["notes"]
     link = flow_run_artifacts(state.state_details.flow_run_id)["retina-report"]
     assert path.as_uri() in link.data
+    assert flow_run_name(state.state_details.flow_run_id) == "report-latest"  # not "report-None"
 
 
 def test_report_flow_writes_the_run_it_is_asked_for(prefect_api: None, settings: Settings) -> None:
