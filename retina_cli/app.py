@@ -165,7 +165,7 @@ def ingest(
     source: Annotated[Source, typer.Argument(help="Layout of PATH: aptos, kermany, pairs or dicom.")],
     path: Annotated[str, typer.Argument(help="Local folder, pairs.csv, or s3://bucket/prefix.")],
     config: ConfigOption = None,
-    chunk_size: Annotated[int, typer.Option(help="Files per mapped ingestion task.")] = 64,
+    chunk_size: Annotated[int, typer.Option(help="Files per mapped ingestion task.")] = 512,
     labels: Annotated[
         str | None,
         typer.Option(

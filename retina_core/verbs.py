@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine
 
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from retina_core.drift.policy import RetrainDecision
     from retina_core.training.loop import BatchCallback, EpochCallback
 
+T = TypeVar("T")
+
 _ENGINES: dict[str, Engine] = {}
 
 
@@ -81,9 +83,13 @@ CHUNK = 512
 """Candidates processed (and spooled) at a time by :func:`ingest`: its memory holds one chunk."""
 
 
-def _candidates(
+def scan_candidates(
     settings: Settings, source: Source, location: str, labels: str | None = None
 ) -> Iterator[Candidate]:
+    """Every file the landing location offers, as candidates, lazily (nothing read or stored yet).
+
+    ``labels`` is the DICOM source's sidecar CSV (None: ``labels.csv`` in the location).
+    """
     landing, manifest = open_landing(location, source, settings)
     if source is Source.DICOM:
         return scan_dicom(landing, read_label_book(landing, labels, settings.split.key, settings.ingest))
@@ -95,15 +101,53 @@ def _candidates(
 def scan_source(
     settings: Settings, source: Source, location: str, labels: str | None = None
 ) -> list[Candidate]:
-    """Every file the landing location offers, as candidates (nothing read or stored yet).
+    """:func:`scan_candidates` as a list, for a location small enough to hold (see :func:`spool_scan`).
 
-    ``labels`` is the DICOM source's sidecar CSV (None: ``labels.csv`` in the location).
     Starts the ``ingest SOURCE`` stage that :func:`register_ingest` ends.
     """
     emit(StageStarted(f"ingest {source}"))
-    candidates = list(_candidates(settings, source, location, labels))
+    candidates = list(scan_candidates(settings, source, location, labels))
     emit(ShardDone(f"ingest {source}", items=0, total=len(candidates), seconds=0.0, unit="files"))
     return candidates
+
+
+def spool_scan(
+    settings: Settings, source: Source, location: str, spool: IO[bytes], labels: str | None = None
+) -> int:
+    """Write the scan's candidates to ``spool`` (read back with :func:`unspool`); returns how many.
+
+    Holds one :data:`CHUNK` of candidates at a time, however long the manifest; an
+    orchestrator then maps chunks read back from the spool. Starts the ``ingest SOURCE``
+    stage that :func:`register_ingest` ends, and announces the total.
+    """
+    emit(StageStarted(f"ingest {source}"))
+    count = 0
+    for chunk in batches(scan_candidates(settings, source, location, labels), CHUNK):
+        spool.write(spool_record(chunk))
+        count += len(chunk)
+    emit(ShardDone(f"ingest {source}", items=0, total=count, seconds=0.0, unit="files"))
+    return count
+
+
+def spool_record(items: Sequence[object]) -> bytes:
+    """One record of a spool: ``items`` pickled as a list (this process's own temporary file)."""
+    return pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unspool(spool: IO[bytes]) -> Iterator[T]:
+    """The items of every record in ``spool`` from its current position, in order."""
+    while True:
+        try:
+            yield from pickle.load(spool)
+        except EOFError:
+            return
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), read as they are needed."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 class _Processor:
@@ -190,20 +234,10 @@ def ingest(settings: Settings, source: Source, location: str, labels: str | None
     emit(StageStarted(f"ingest {source}"))
     processor = _Processor(settings, source, location, threads=4)
     with tempfile.TemporaryFile(prefix="retina-ingest-") as spool:
-        candidates = _candidates(settings, source, location, labels)
-        while chunk := list(islice(candidates, CHUNK)):
-            pickle.dump(processor.batch(chunk), spool, protocol=pickle.HIGHEST_PROTOCOL)
+        for chunk in batches(scan_candidates(settings, source, location, labels), CHUNK):
+            spool.write(spool_record(processor.batch(chunk)))
         spool.seek(0)
-        return register_ingest(settings, source, location, _unspool(spool))
-
-
-def _unspool(spool: IO[bytes]) -> Iterator[FileOutcome]:
-    """The outcomes :func:`ingest` spooled, in order (a file this process just wrote)."""
-    while True:
-        try:
-            yield from pickle.load(spool)
-        except EOFError:
-            return
+        return register_ingest(settings, source, location, unspool(spool))
 
 
 # -- train -------------------------------------------------------------------------------------

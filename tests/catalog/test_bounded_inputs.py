@@ -188,5 +188,6 @@ def test_large_manifest_bench_row_runs_on_a_small_manifest(tmp_path: Path) -> No
     from benchmarks.large_manifest import measure_ingest, write_manifest
 
     manifest = write_manifest(tmp_path / "landing", 200)
-    figures = measure_ingest(tmp_path / "home", manifest)
-    assert figures["scanned"] == 400 and figures["quarantined"] == 200 and figures["peak_rss_mb"] > 0
+    for via in ("verbs", "flow"):
+        figures = measure_ingest(tmp_path / via, manifest, via=via)
+        assert figures["scanned"] == 400 and figures["quarantined"] == 200 and figures["peak_rss_mb"] > 0

@@ -89,10 +89,22 @@ def test_dask_local_cluster_gives_the_same_catalog_and_shards(
             assert pickle.loads(pickle.dumps(items)) is not None, name
         return real_map(self, task, parameters, wait_for)
 
+    submitted: list[str] = []
+    real_submit = prefect_dask.DaskTaskRunner.submit
+
+    def submit_spy(self, task, parameters, wait_for=None, dependencies=None):  # ingest streams chunks
+        submitted.append(task.name)
+        for name, value in parameters.items():
+            assert pickle.loads(pickle.dumps(value)) is not None, name
+        return real_submit(self, task, parameters, wait_for, dependencies)
+
     monkeypatch.setattr(prefect_dask.DaskTaskRunner, "map", spy)
+    monkeypatch.setattr(prefect_dask.DaskTaskRunner, "submit", submit_spy)
     dask = ingest_and_embed(tmp_path / "dask", landing, "dask")
 
-    assert sent.count("ingest-files") == 2 and sent.count("embed-shard") == 2  # one map per source, modality
+    assert sent.count("embed-shard") == 2  # one map per modality
+    chunks = -(-(SPEC.fundus + 2) // 3) + -(-SPEC.oct // 3)  # each source's files in chunks of 3
+    assert submitted.count("ingest-files") == chunks
     assert len(threads["catalog"]) == SPEC.fundus + SPEC.oct
     assert dask["catalog"] == threads["catalog"]
     assert [reason for _, reason in threads["quarantined"]] and dask["quarantined"] == threads["quarantined"]

@@ -67,3 +67,64 @@ def test_flow_parameters_render_a_form_schema() -> None:
             "emit": "boolean",
         },
     )
+
+
+def test_a_long_manifest_streams_through_the_flow_in_bounded_memory(
+    prefect_api: None, tmp_path: Path
+) -> None:
+    """Issue 14, item 5, on the flow the CLI runs: while chunks are processed, the flow holds
+    a window of chunks, not the manifest. Before, it listed every candidate, mapped every
+    chunk at once and gathered every outcome (Prefect walking and remembering each): memory
+    during the chunks was more than the whole listing. Measured at each finished chunk
+    (after a collection, so garbage not yet freed does not count), against what listing all
+    the candidates takes in this process."""
+    import gc
+    import tracemalloc
+
+    from flows.ingest import IngestParams, ingest_flow
+    from retina_core import progress, verbs
+
+    rows = 10_000
+    manifest = tmp_path / "pairs" / "pairs.csv"
+    manifest.parent.mkdir()
+    with manifest.open("w") as fh:  # every row names missing files: cheap to process
+        fh.write("patient_id,eye,fundus_path,oct_path,dr_grade,oct_class\n")
+        fh.writelines(f"P{i},OD,f/missing-{i}.png,o/missing-{i}.jpeg,1,DME\n" for i in range(rows))
+    settings = Settings(home=tmp_path / "home")
+    config = write_settings_file(settings, tmp_path / "settings.yaml")
+    params = IngestParams(
+        source=Source.PAIRS, location=str(manifest), chunk_size=256, emit=False, config_file=str(config)
+    )
+    # the API server and Prefect's lazy imports start with the first flow: not the ingest's memory
+    (tmp_path / "one.csv").write_text(
+        "patient_id,eye,fundus_path,oct_path,dr_grade,oct_class\nP,OD,f,o,1,DME\n"
+    )
+    ingest_flow(params.model_copy(update={"location": str(tmp_path / "one.csv")}))
+
+    during: list[int] = []
+
+    class AtEachChunk:
+        def emit(self, event: progress.ProgressEvent) -> None:
+            if isinstance(event, progress.ShardDone) and event.items and len(during) % 4 == 0:
+                gc.collect()
+            if isinstance(event, progress.ShardDone) and event.items:
+                during.append(tracemalloc.get_traced_memory()[0] - base)
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        listing = list(verbs.scan_candidates(settings, Source.PAIRS, str(manifest)))
+        listed = tracemalloc.get_traced_memory()[0] - base
+        del listing
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        with progress.installed(AtEachChunk()):
+            summary = ingest_flow(params)
+    finally:
+        tracemalloc.stop()
+    assert summary.scanned == 2 * rows and len(summary.quarantined) == 2 * rows
+    assert len(during) == 2 * rows // 256 + 1
+    collected = during[::4]  # the measures taken right after a collection
+    assert max(collected) < listed / 2, (
+        f"{max(collected) / 1e6:.1f} MB held while mapping; listing all takes {listed / 1e6:.1f} MB"
+    )
