@@ -108,12 +108,31 @@ def _path(config: Path | None) -> str | None:
     return None if config is None else str(config)
 
 
+class FailureReportedByCommand(logging.Filter):
+    """Keep Prefect's failed-run reports off the terminal: the command reports the failure itself.
+
+    A task that fails is logged by Prefect's run loggers at ERROR with its traceback, then
+    again for the flow; the command then prints one ``error:`` line (a failure a person can
+    act on) or raises with the traceback (a bug). Without ``-v`` the terminal shows that
+    report only once; the run's logs in the Prefect API keep everything.
+    """
+
+    RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(self.RUN_LOGGERS))
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, FailureReportedByCommand) for f in handler.filters):
+                handler.addFilter(FailureReportedByCommand())
 
 
 def _emit(data: dict[str, Any], as_json: bool, human: str) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,19 +33,23 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def one_line_error(result, *needles: str, after_prefect_logs: bool = False) -> str:
+PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+def one_line_error(result, *needles: str, after_progress: bool = False) -> str:
     """The command failed with exit 2 and one ``error:`` line naming ``needles``, no traceback.
 
-    ``after_prefect_logs``: a failed task is logged by Prefect's own handler first (with its
-    traceback); the command's own output is then the one line at the end.
+    ``after_progress``: a command that got as far as running a flow has printed its progress
+    lines first (plain ``[HH:MM:SS] stage: …`` lines when stderr is not a terminal); the
+    error line then ends the output, and nothing else is there: no Prefect failure report.
     """
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
-    if after_prefect_logs:
-        lines = lines[-1:]
-    else:
-        assert "Traceback" not in result.output
+    if after_progress:
+        progress, lines = lines[:-1], lines[-1:]
+        assert all(PROGRESS_LINE.match(line) for line in progress), result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -147,20 +152,42 @@ def test_read_only_home_is_one_line_and_exit_two(read_only_folder: Path, env: py
     one_line_error(runner.invoke(app, ["catalog", "export"]), str(read_only_folder), "not writable")
 
 
-def test_full_disk_during_ingest_is_one_line_naming_the_store(
-    tmp_path: Path, env: pytest.MonkeyPatch
-) -> None:
-    import retina_core.storage.local as local
+FULL_DISK = """
+import errno, os, sys
+import retina_core.storage.local as local
 
-    def full_disk(directory: Path, write):  # what a full filesystem answers to the first write
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+def full_disk(directory, write):  # what a full filesystem answers to the first write
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
 
-    env.setattr(local, "temporary_file", full_disk)
+local.temporary_file = full_disk
+sys.argv = ["retina", *sys.argv[1:]]
+from retina_cli.app import app
+app()
+"""
+
+
+def test_full_disk_during_ingest_is_one_line_naming_the_store(tmp_path: Path) -> None:
+    """Through the real command in its own process: Prefect's failed-run reports (a task's
+    traceback, then the flow's) stay off the terminal; the command's one line says it all."""
     root = aptos_folder(tmp_path / "aptos", [("a", "1")], {"a": image_bytes(seed=1)})
-    result = runner.invoke(app, ["ingest", "aptos", str(root)])
-    one_line_error(
-        result, "No space left on device", str(tmp_path / "home" / "store"), after_prefect_logs=True
-    )
+    env = os.environ | {"RETINA_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+
+    def retina(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", FULL_DISK, *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    quiet = retina("ingest", "aptos", str(root))
+    assert quiet.returncode == 2, quiet.stderr
+    assert "Traceback" not in quiet.stderr + quiet.stdout, quiet.stderr
+    lines = quiet.stderr.strip().splitlines()
+    assert all(PROGRESS_LINE.match(line) for line in lines[:-1]), quiet.stderr
+    assert lines[-1].startswith("error: ") and "No space left on device" in lines[-1], quiet.stderr
+    assert str(tmp_path / "home" / "store") in lines[-1]
+
+    verbose = retina("-v", "ingest", "aptos", str(root))
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+    assert "No space left on device" in verbose.stderr
 
 
 # -- item 6: exports are data --------------------------------------------------------------
@@ -248,4 +275,4 @@ def test_a_manifest_field_past_the_csv_limit_exits_two_with_its_line(tmp_path: P
     )
     result = runner.invoke(app, ["ingest", "pairs", str(root / "pairs.csv"), "--json"])
     assert result.stdout == ""
-    one_line_error(result, "pairs.csv line", "field larger than field limit", after_prefect_logs=True)
+    one_line_error(result, "pairs.csv line", "field larger than field limit", after_progress=True)
