@@ -9,6 +9,7 @@ is scrubbed from the message. ``retina -v`` keeps the traceback for bug reports.
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import Iterator
 from urllib.parse import quote, unquote
 
@@ -64,8 +65,10 @@ def redacted(database_url: str | None) -> str:
 
 def actionable(exc: BaseException, database_url: str | None = None) -> str | None:
     """One line for a failure the user can fix, or None for a bug (which keeps its traceback)."""
+    dispatch = sys.modules.get("flows.dispatch")  # loaded only where a flow dispatched (it imports Prefect)
+    settings_errors = (HomeUnusable, dispatch.DeploymentMissing) if dispatch else (HomeUnusable,)
     for err in _chain(exc):
-        if isinstance(err, HomeUnusable):
+        if isinstance(err, settings_errors):
             return str(err)
         if isinstance(err, OperationalError | InterfaceError):  # unreachable, refused, full, read-only
             detail = str(err.orig).strip() if err.orig is not None else ""

@@ -8,6 +8,9 @@ cancelled parent) is in tests/integration/test_dispatch.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from uuid import UUID
@@ -108,3 +111,16 @@ def test_a_missing_deployment_says_what_to_deploy(prefect_api: None) -> None:
 
     with pytest.raises(DeploymentMissing, match=r"no deployment 'train-modality/nowhere'.*STAGES=inline"):
         parent()
+
+
+def test_the_command_without_a_server_says_in_one_line_what_to_deploy(tmp_path) -> None:
+    """``retina pipeline`` with dispatch on but only the ephemeral API: exit 2, one line, no traceback."""
+    env = os.environ | {"RETINA_HOME": str(tmp_path / "home"), "RETINA_ORCHESTRATION__STAGES": "deployments"}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "retina_cli", "pipeline"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no deployment 'train-modality/train-modality'") and "STAGES=inline" in last
