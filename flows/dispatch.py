@@ -35,6 +35,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
+from prefect.states import Cancelling
 from pydantic import BaseModel
 
 
@@ -86,16 +87,26 @@ def start(children: Sequence[Child]) -> list[FlowRun]:
     return runs
 
 
-def wait(children: Sequence[Child], runs: Sequence[FlowRun], poll_s: float, stage: str) -> list[FlowRun]:
+def wait(
+    children: Sequence[Child],
+    runs: Sequence[FlowRun],
+    poll_s: float,
+    stage: str,
+    timeout_s: float | None = None,
+) -> list[FlowRun]:
     """Poll until every child is final; raise :class:`ChildRunFailed` naming each one that did not complete.
 
     Waits for all of them even when one fails early: a sibling that completes registers
-    its model, which the next attempt then reuses instead of training again.
+    its model, which the next attempt then reuses instead of training again. With
+    ``timeout_s``, children still not final by then (no worker on their pool, a stuck node)
+    are cancelled and named as timed out.
     """
     logger = get_run_logger()
     labels = {run.id: child.label for child, run in zip(children, runs, strict=True)}
     final: dict[UUID, FlowRun] = {}
     seen: dict[UUID, str] = {}
+    timed_out: list[UUID] = []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     artifact = create_progress_artifact(
         progress=0.0, key=f"dispatch-{stage}", description=f"{stage}: child runs finished"
     )
@@ -110,8 +121,24 @@ def wait(children: Sequence[Child], runs: Sequence[FlowRun], poll_s: float, stag
                 if run.state is not None and run.state.is_final():
                     final[run_id] = run
                     update_progress_artifact(artifact, progress=100.0 * len(final) / len(runs))
-            if len(final) < len(runs):
-                time.sleep(poll_s)
+            if len(final) == len(runs):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = sorted(labels.keys() - final.keys(), key=lambda r: labels[r])
+                for run_id in timed_out:
+                    client.set_flow_run_state(
+                        run_id, Cancelling(message=f"{stage} stage timed out after {timeout_s:.0f} s")
+                    )
+                break
+            time.sleep(poll_s)
+    if timed_out:
+        raise ChildRunFailed(
+            "; ".join(
+                f"{labels[r]} did not finish within {timeout_s:.0f} s (last state {seen.get(r)}; cancelled; "
+                f"see {run_link(r)})"
+                for r in timed_out
+            )
+        )
     failed = [final[r.id] for r in runs if not final[r.id].state.is_completed()]
     if failed:
         raise ChildRunFailed(
@@ -125,6 +152,8 @@ def wait(children: Sequence[Child], runs: Sequence[FlowRun], poll_s: float, stag
     return [final[r.id] for r in runs]
 
 
-def run_children(children: Sequence[Child], poll_s: float, stage: str) -> list[FlowRun]:
+def run_children(
+    children: Sequence[Child], poll_s: float, stage: str, timeout_s: float | None = None
+) -> list[FlowRun]:
     """Start all children, then wait for all of them: the stage's runs overlap."""
-    return wait(children, start(children), poll_s, stage)
+    return wait(children, start(children), poll_s, stage, timeout_s)

@@ -154,12 +154,14 @@ def _dispatch_train_and_embed(params: PipelineParams, settings: Settings) -> lis
         if m not in done
     ]
     if todo:
-        run_children(todo, orchestration.dispatch_poll_seconds, "train")
+        run_children(
+            todo, orchestration.dispatch_poll_seconds, "train", orchestration.dispatch_timeout_seconds
+        )
     trains = [done.get(m) or registered_training_task(f.settings(), m) for m, f in forms.items()]
     preset = {"config_file": params.config_file, "quick": params.quick}
     embeds = [
         Child(f"embed-{m.value}", orchestration.embed_deployment, EmbedParams(modality=m, **preset))
         for m in Modality
     ]
-    run_children(embeds, orchestration.dispatch_poll_seconds, "embed")
+    run_children(embeds, orchestration.dispatch_poll_seconds, "embed", orchestration.dispatch_timeout_seconds)
     return trains

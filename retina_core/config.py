@@ -194,6 +194,12 @@ class OrchestrationSettings(_Section):
     dispatch_poll_seconds: float = Field(
         5.0, gt=0, le=300, description="How often a dispatching pipeline checks on its child runs."
     )
+    dispatch_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Cancel a stage's child runs still not finished after this long and fail the "
+        "pipeline naming them (no GPU worker, a stuck node); None waits as long as they take.",
+    )
 
 
 class EmbedSettings(_Section):

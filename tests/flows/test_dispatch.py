@@ -13,12 +13,20 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.states import Completed, Crashed
 from pydantic import BaseModel
 
@@ -45,18 +53,24 @@ def deployment(name: str) -> UUID:
 def play_worker(
     deployment_id: UUID, outcomes: dict[str, object], seen: dict[str, object]
 ) -> threading.Thread:
-    """Once both children exist, record them and set each one's final state by name."""
+    """Once this test's children exist (Scheduled, named), set each one's final state by name.
+
+    The test API's database is reused across test sessions, so older runs of the same
+    deployment may be there: only runs created after the worker started are this test's.
+    """
+    since = datetime.now(UTC)
 
     def work() -> None:
-        only = FlowRunFilter()
+        waiting = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+        )
+        of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         deadline = time.monotonic() + 60
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
-                runs = client.read_flow_runs(
-                    flow_run_filter=only,
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-                )
-                if len(runs) == len(outcomes):
+                runs = client.read_flow_runs(flow_run_filter=waiting, deployment_filter=of_deployment)
+                runs = [r for r in runs if r.created is not None and r.created >= since]
+                if {r.name for r in runs} >= outcomes.keys():
                     for run in runs:
                         seen[run.name] = run
                         client.set_flow_run_state(run.id, outcomes[run.name], force=True)
@@ -83,6 +97,7 @@ def test_children_are_linked_awaited_together_and_a_crash_is_named(prefect_api: 
             [Child(f"train-{m}", "dispatch-child/gpu-stage", Form(modality=m)) for m in ("fundus", "oct")],
             poll_s=0.1,
             stage="train",
+            timeout_s=120,  # a safety net for the test only: the play worker answers within seconds
         )
 
     state = parent(return_state=True)
@@ -124,3 +139,24 @@ def test_the_command_without_a_server_says_in_one_line_what_to_deploy(tmp_path) 
     assert "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no deployment 'train-modality/train-modality'") and "STAGES=inline" in last
+
+
+def test_children_no_worker_picks_up_are_cancelled_and_named_after_the_timeout(prefect_api: None) -> None:
+    deployment("no-worker")
+
+    @flow(name="dispatch-parent-timeout")
+    def parent() -> None:
+        run_children(
+            [Child("embed-oct", "dispatch-child/no-worker", Form(modality="oct"))], 0.1, "embed", 1.0
+        )
+
+    state = parent(return_state=True)
+    with pytest.raises(
+        ChildRunFailed, match=r"embed-oct did not finish within 1 s \(last state Scheduled; cancelled"
+    ):
+        state.result()
+    with get_client(sync_client=True) as client:
+        child = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [state.state_details.flow_run_id]})
+        )
+    assert [c.state.type for c in child] == [StateType.CANCELLED], [c.state for c in child]
