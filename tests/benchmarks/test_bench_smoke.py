@@ -166,6 +166,7 @@ def test_every_registered_benchmark_is_selectable() -> None:
         "embedding_cache",
         "incremental_retrain",
         "orchestration",
+        "dispatch_latency",
         "ingestion",
         "dask_ingestion",
         "large_manifest",

@@ -94,6 +94,7 @@ def test_flow_parameters_render_a_form_schema() -> None:
             "quick": "boolean",
             "shard_size": "integer | null",
             "batch_size": "integer | null",
+            "modality": "enum(fundus,oct) | null",
         },
     )
 
