@@ -30,9 +30,9 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
 from retina_core.config import IngestSettings
-from retina_core.data.ingest import FileOutcome, _read, curated_key, quarantine
+from retina_core.data.ingest import FileOutcome, curated_key, quarantine, read_landing_file
 from retina_core.data.rejections import Reason, Rejection, SourceError
-from retina_core.data.sources import _EYES, Candidate, _is_hidden, _pair_label, _read_csv
+from retina_core.data.sources import EYES, Candidate, is_hidden, pair_label, read_manifest
 from retina_core.data.splits import pseudonym
 from retina_core.data.validation import validate_image
 from retina_core.domain import Modality, Source
@@ -106,12 +106,12 @@ def read_label_book(landing: ObjectStore, labels: str | None, key: str, limits: 
     if labels is None:
         if not landing.exists(LABELS_FILE):
             return LabelBook()
-        parsed = _read_csv(landing, LABELS_FILE, {"label"}, limits)
+        parsed = read_manifest(landing, LABELS_FILE, {"label"}, limits)
     elif Path(labels).expanduser().is_file():
         path = Path(labels).expanduser()
-        parsed = _read_csv(LocalObjectStore(path.parent.resolve()), path.name, {"label"}, limits)
+        parsed = read_manifest(LocalObjectStore(path.parent.resolve()), path.name, {"label"}, limits)
     elif _in_landing(landing, labels):
-        parsed = _read_csv(landing, labels, {"label"}, limits)
+        parsed = read_manifest(landing, labels, {"label"}, limits)
     else:
         raise SourceError(f"labels file {labels} does not exist")
     rows = [row for _, row, problem in parsed if problem is None]
@@ -119,7 +119,7 @@ def read_label_book(landing: ObjectStore, labels: str | None, key: str, limits: 
     by_patient_eye: dict[tuple[str, str], str] = {}
     for row in rows:
         uid, patient = row.get("sop_instance_uid", ""), row.get("patient_id", "")
-        eye = _EYES.get(row.get("eye", "").upper())
+        eye = EYES.get(row.get("eye", "").upper())
         if uid:
             by_instance[pseudonym(uid, key)] = row["label"]
         elif patient and eye:
@@ -141,7 +141,7 @@ def scan_dicom(landing: ObjectStore, labels: LabelBook) -> Iterator[DicomCandida
     found = False
     for info in landing.list(""):
         suffix = PurePosixPath(info.key).suffix.lower()
-        if _is_hidden(info.key) or suffix in _NOT_IMAGES or PurePosixPath(info.key).name == "DICOMDIR":
+        if is_hidden(info.key) or suffix in _NOT_IMAGES or PurePosixPath(info.key).name == "DICOMDIR":
             continue
         found = True
         yield DicomCandidate(Source.DICOM, info.key, Modality.FUNDUS, None, None, labels=labels)
@@ -299,7 +299,7 @@ def process_dicom(
     """One outcome per decoded frame, or one quarantined outcome for the file; never raises for it."""
     base = Candidate(candidate.source, candidate.path, candidate.modality, None, None)
     # the modality is only known from the header: the larger per-modality limit applies to the file
-    data = _read(landing, candidate.path, max(settings.max_fundus_bytes, settings.max_oct_bytes))
+    data = read_landing_file(landing, candidate.path, max(settings.max_fundus_bytes, settings.max_oct_bytes))
     if isinstance(data, Rejection):
         return [_reject(store, base, data)]
     decoded = decode_frames(data, key, settings)
@@ -307,7 +307,7 @@ def process_dicom(
     if isinstance(decoded, Rejection):
         return [_reject(store, base, decoded)]
     facts, frames = decoded
-    label = _pair_label(candidate.labels.raw_label(facts), facts.modality)
+    label = pair_label(candidate.labels.raw_label(facts), facts.modality)
     base = replace(
         base, modality=facts.modality, patient_id=facts.patient, eye=facts.eye, acquired_on=facts.acquired_on
     )

@@ -61,7 +61,7 @@ def curated_key(modality: str, facts: ImageFacts) -> str:
     return f"images/{modality}/{facts.sha256}.{facts.format}"
 
 
-def _read(landing: ObjectStore, key: str, limit: int) -> bytes | Rejection:
+def read_landing_file(landing: ObjectStore, key: str, limit: int) -> bytes | Rejection:
     """The file's bytes, or why not; the size limit is checked on the open file, before reading."""
     try:
         return landing.get_bytes(key, max_bytes=limit)
@@ -128,7 +128,7 @@ def process_candidate(
     rejection = identity_problem(candidate) or candidate.problem  # the more basic flaw first
     facts: ImageFacts | None = None
     if rejection is None or rejection.reason not in _UNREACHABLE:
-        read = _read(landing, candidate.path, settings.max_bytes(candidate.modality))
+        read = read_landing_file(landing, candidate.path, settings.max_bytes(candidate.modality))
         if isinstance(read, Rejection):
             # A link is named for what it is, whatever else its name or row got wrong.
             rejection = read if read.reason is Reason.SYMLINK else (rejection or read)

@@ -27,7 +27,7 @@ from retina_core.storage import ObjectStore, ObjectTooLarge, StorageError, Symli
 _DEFAULT_LIMITS = IngestSettings()
 
 _KERMANY_NAME = re.compile(r"^(?P<cls>[A-Za-z]+)-(?P<patient>\d+)-(?P<n>\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
-_EYES = {"OD": "OD", "RIGHT": "OD", "R": "OD", "OS": "OS", "LEFT": "OS", "L": "OS"}
+EYES = {"OD": "OD", "RIGHT": "OD", "R": "OD", "OS": "OS", "LEFT": "OS", "L": "OS"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Candidate:
     """Acquisition date, YYYY-MM-DD (DICOM source only)."""
 
 
-def _is_hidden(key: str) -> bool:
+def is_hidden(key: str) -> bool:
     return any(part.startswith(".") for part in PurePosixPath(key).parts)
 
 
@@ -67,7 +67,7 @@ def _pair_mask_path(path: str, modality: Modality) -> str:
     return posixpath.join(posixpath.dirname(posixpath.dirname(path)), "masks", modality.value, f"{stem}.png")
 
 
-def _read_csv(
+def read_manifest(
     landing: ObjectStore, key: str, required: set[str], limits: IngestSettings
 ) -> Iterator[tuple[int, dict[str, str], Rejection | None]]:
     """``(line, row, problem)`` for each data row, parsed lazily; a row with an over-long
@@ -141,8 +141,8 @@ def scan_aptos(landing: ObjectStore, limits: IngestSettings = _DEFAULT_LIMITS) -
     """APTOS 2019: ``train.csv`` (id_code, diagnosis) + ``train_images/{id_code}.png``."""
     if not landing.exists("train.csv"):
         raise SourceError("not an APTOS folder: train.csv is missing")
-    rows = _read_csv(landing, "train.csv", {"id_code", "diagnosis"}, limits)
-    on_disk = {info.key for info in landing.list("train_images/") if not _is_hidden(info.key)}
+    rows = read_manifest(landing, "train.csv", {"id_code", "diagnosis"}, limits)
+    on_disk = {info.key for info in landing.list("train_images/") if not is_hidden(info.key)}
     listed: set[str] = set()
     grades = range(len(DRGrade))
     for line, row, problem in rows:
@@ -205,7 +205,7 @@ def scan_kermany(landing: ObjectStore, limits: IngestSettings = _DEFAULT_LIMITS)
     root = _kermany_root(landing)
     for info in landing.list(root):
         key = info.key
-        if _is_hidden(key):
+        if is_hidden(key):
             continue
         parts = PurePosixPath(key[len(root) :]).parts
         base = Candidate(
@@ -248,7 +248,7 @@ def scan_kermany(landing: ObjectStore, limits: IngestSettings = _DEFAULT_LIMITS)
         yield replace(base, patient_id=patient, label=int(folder_class))
 
 
-def _pair_label(raw: str | None, modality: Modality) -> int | Rejection | None:
+def pair_label(raw: str | None, modality: Modality) -> int | Rejection | None:
     if raw is None or raw == "":
         return None
     if modality is Modality.OCT and not raw.lstrip("-").isdigit():
@@ -266,19 +266,19 @@ def scan_pairs(
     """A pairs manifest: ``patient_id,eye,fundus_path,oct_path[,dr_grade][,oct_class]``."""
     if not landing.exists(manifest):
         raise SourceError(f"pairs manifest {manifest} is missing")
-    rows = _read_csv(landing, manifest, {"patient_id", "eye", "fundus_path", "oct_path"}, limits)
+    rows = read_manifest(landing, manifest, {"patient_id", "eye", "fundus_path", "oct_path"}, limits)
     for i, (_line, row, problem) in enumerate(rows):
         if problem is not None:
             for modality in Modality:
                 yield Candidate(Source.PAIRS, f"<row {i + 2}>", modality, None, None, problem=problem)
             continue
-        patient, eye = row["patient_id"], _EYES.get(row["eye"].upper())
+        patient, eye = row["patient_id"], EYES.get(row["eye"].upper())
         for modality, path_col, label_col in (
             (Modality.FUNDUS, "fundus_path", "dr_grade"),
             (Modality.OCT, "oct_path", "oct_class"),
         ):
             path = row[path_col].replace("\\", "/")
-            label = _pair_label(row.get(label_col), modality)
+            label = pair_label(row.get(label_col), modality)
             problem: Rejection | None = None
             kept_label: int | None = None
             if not patient:
