@@ -54,7 +54,11 @@ def run(ctx: BenchContext) -> BenchmarkResult:
 
         def ingest(config: Path) -> None:
             params = IngestParams(
-                source=Source.APTOS, location=str(landing), chunk_size=CHUNK, emit=False, config_file=str(config)
+                source=Source.APTOS,
+                location=str(landing),
+                chunk_size=CHUNK,
+                emit=False,
+                config_file=str(config),
             )
             with fast_flows():
                 accepted[runner].append(ingest_flow(params).accepted)
@@ -64,7 +68,9 @@ def run(ctx: BenchContext) -> BenchmarkResult:
     budget = ctx.pick(Budget(3, 5, 120, warmup=1), Budget(2, 3, 60, warmup=1))
     try:
         baseline, ours = interleave(
-            side("thread", f"ingest flow, Prefect thread runner, {files} full-size PNGs in chunks of {CHUNK}"),
+            side(
+                "thread", f"ingest flow, Prefect thread runner, {files} full-size PNGs in chunks of {CHUNK}"
+            ),
             side("dask", "ingest flow, DaskTaskRunner on a running Dask cluster of 2 worker processes"),
             budget,
         )

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task
 
@@ -49,21 +50,32 @@ def dispatch_probe() -> float:
 
 @flow(name="dispatch-latency-parent")
 def dispatch_parent(children: int) -> list[float]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
 
     latencies = []
     for _ in range(children):
         called = time.time()
         child = run_deployment(PROBE, timeout=TIMEOUT_S, poll_interval=0.5, as_subflow=True)
-        only = FlowRunFilter(id=FlowRunFilterId(any_=[child.id]))
-        with get_client(sync_client=True) as client:
-            starts = [t.start_time for t in client.read_task_runs(flow_run_filter=only) if t.start_time]
-        if not child.state or not child.state.is_completed() or not starts:
+        if not child.state or not child.state.is_completed():
             raise RuntimeError(f"probe run {child.id} ended {child.state and child.state.name}")
-        latencies.append(min(starts).timestamp() - called)
+        latencies.append(first_task_start(child.id) - called)
     return latencies
+
+
+def first_task_start(run_id: Any) -> float:
+    """When the run's first task started; task runs reach the API as events, so allow them a moment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    only = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            starts = [t.start_time for t in client.read_task_runs(flow_run_filter=only) if t.start_time]
+            if starts:
+                return min(starts).timestamp()
+            time.sleep(0.2)
+    raise RuntimeError(f"probe run {run_id} completed but no task run of it reached the API within 30 s")
 
 
 def deploy_probe() -> None:
