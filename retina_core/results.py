@@ -559,5 +559,7 @@ class PipelineResult(BaseModel):
                 f"{p.value:.3f} [{p.low:.3f}, {p.high:.3f}]; gain vs best single "
                 f"{g.value:+.3f} [{g.low:+.3f}, {g.high:+.3f}]"
             )
+            if f.multitask is not None:
+                lines += ["  " + line for line in f.multitask.summary_text().splitlines()]
         lines.append(f"report: {Path(self.report_path).absolute().as_uri()}")
         return "\n".join(lines)

@@ -195,3 +195,51 @@ def test_train_fusion_json_carries_the_multitask_head_and_the_plain_output_its_s
     plain = runner.invoke(app, ["train", "fusion", "--config", config])
     assert plain.exit_code == 0, plain.stderr
     assert "fusion_multitask v1 (champion" in plain.stdout and "grade QWK" in plain.stdout
+
+
+def test_pipeline_summary_shows_the_multitask_head_when_it_was_trained(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from retina_core.evaluation import Estimate
+    from retina_core.results import FusionReport, MultiTaskReport, PipelineResult, TaskRow
+
+    auc = Estimate(0.8, 0.7, 0.9, 40)
+    metric = {"value": 0.5, "low": 0.25, "high": 0.75, "n_units": 40}
+    multitask = MultiTaskReport(
+        version=3,
+        status="champion",
+        reused=False,
+        pairing="real",
+        rows=[
+            TaskRow(
+                key="fusion",
+                inputs="both",
+                metrics=dict.fromkeys(("grade_qwk", "oct_macro_f1", "disease_auc"), metric),
+            )
+        ],
+    )
+    evaluation = SimpleNamespace(
+        row=lambda key: SimpleNamespace(result=SimpleNamespace(auc=auc)),
+        gain_vs_best_single=auc,
+        pairing="real",
+    )
+    fusion = FusionReport.model_construct(
+        model_name="fusion_head",
+        version=2,
+        status="champion",
+        evaluation=evaluation,
+        multitask=multitask,
+    )
+    page = tmp_path / "index.html"
+    lines = (
+        PipelineResult.model_construct(
+            run_id="r", report_path=str(page), ingested=[], models=[], fusion=fusion
+        )
+        .summary_text()
+        .splitlines()
+    )
+    assert lines[-2] == (
+        "  fusion_multitask v3 (champion, real pairs): grade QWK 0.500 [0.250, 0.750], "
+        "OCT macro-F1 0.500 [0.250, 0.750], disease AUC 0.500 [0.250, 0.750]"
+    )
+    assert lines[-3].startswith("  fusion_head v2 (champion, real pairs): AUC 0.800 [0.700, 0.900]")
