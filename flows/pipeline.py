@@ -18,7 +18,7 @@ from flows.embed import EmbedParams, embed_flow
 from flows.fusion import FusionParams, train_fusion_flow
 from flows.ingest import IngestParams, ingest_flow
 from flows.train import TrainParams, train_modality_flow
-from retina_core.config import Settings
+from retina_core.config import OrchestrationSettings
 from retina_core.domain import Modality
 from retina_core.drift.policy import decide_retrain
 from retina_core.results import PipelineResult, SourceSpec, TrainReport
@@ -101,7 +101,8 @@ def retrain_pipeline_flow(params: PipelineParams) -> PipelineResult:
         for s in params.sources
     ]
     if settings.orchestration.stages == "deployments":
-        trains = _dispatch_train_and_embed(params, settings)
+        pinned = latest_data_version_task(settings)
+        trains = _dispatch_train_and_embed(params, pinned, settings.orchestration)
     else:
         trains = [train_modality_flow(params.train_params(m)) for m in Modality]
         embed_flow(EmbedParams(**preset))
@@ -127,17 +128,17 @@ def retrain_pipeline_flow(params: PipelineParams) -> PipelineResult:
     return result
 
 
-def _dispatch_train_and_embed(params: PipelineParams, settings: Settings) -> list[TrainReport]:
+def _dispatch_train_and_embed(
+    params: PipelineParams, pinned: int | None, orchestration: OrchestrationSettings
+) -> list[TrainReport]:
     """Both encoders trained, then both caches filled, as concurrent child runs on the GPU pool.
 
-    The dataset version is pinned first, so both children train on the same images even if
-    an ingestion lands meanwhile, and so that the versions they register are found by run
-    key (the same form gives the same settings on the child's side). A modality whose
+    ``pinned``, the catalog's dataset version when the stage began, keeps both children on
+    the same images even if an ingestion lands meanwhile, and lets the versions they
+    register be found by run key (the same form gives the same settings on the child's side). A modality whose
     version for these inputs is already registered and decided is not dispatched again.
     """
     logger = get_run_logger()
-    orchestration = settings.orchestration
-    pinned = latest_data_version_task(settings)
     forms = {m: params.train_params(m, data_version=pinned) for m in Modality}
     done: dict[Modality, TrainReport] = {}
     for modality, form in forms.items():
