@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from retina_core.catalog.challenge import NewVersion, Remeasured, register_or_reuse
-from retina_core.catalog.registry import ModelVersion, find_by_run_key, latest_decision, run_key
+from retina_core.catalog.registry import Decision, ModelVersion, find_by_run_key, latest_decision, run_key
 from retina_core.catalog.repository import image_records, latest_dataset_version, pair_rows
 from retina_core.config import FundusTrainSettings, ModalityTrainSettings, OctTrainSettings, Settings
 from retina_core.data.image_cache import PreprocessedCache, ensure_preprocessed
@@ -151,22 +151,52 @@ def train_modality(
     else:
         metrics = read_json(store, outcome.version.object_prefix, "metrics.json")
         evaluation, resumed_from = EvaluationResult.model_validate(metrics["evaluation"]), None
-    return TrainReport(
-        modality=modality.value,
-        model_name=name,
-        version=outcome.version.version,
+    return _report(
+        modality,
+        outcome.version,
+        metrics,
+        evaluation=evaluation,
         status=outcome.status,
         reused=outcome.reused,
-        run_key=key,
         data_version=data_version,
         counts=data.counts,
+        resumed_from=resumed_from,
+        decision=outcome.decision,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _report(
+    modality: Modality,
+    version: ModelVersion,
+    metrics: dict[str, Any],
+    *,
+    evaluation: EvaluationResult,
+    status: str,
+    reused: bool,
+    data_version: int | None,
+    counts: dict[str, int],
+    resumed_from: int | None,
+    decision: Decision | None,
+    seconds: float,
+) -> TrainReport:
+    """A training's report: the registered version and its metrics.json, plus how this run got it."""
+    return TrainReport(
+        modality=modality.value,
+        model_name=version.name,
+        version=version.version,
+        status=status,
+        reused=reused,
+        run_key=version.run_key,
+        data_version=data_version,
+        counts=counts,
         history=metrics["history"],
         best_epoch=metrics["best_epoch"],
         resumed_from=resumed_from,
         evaluation=evaluation,
-        decision=outcome.decision,
+        decision=decision,
         extras=metrics.get("extras", {}),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
     )
 
 
@@ -227,21 +257,17 @@ def registered_report(
             "run ended without registering, or its worker's RETINA_TRAIN__* settings differ from this one's"
         )
     metrics = read_json(store, version.object_prefix, "metrics.json")
-    return TrainReport(
-        modality=modality.value,
-        model_name=name,
-        version=version.version,
+    return _report(
+        modality,
+        version,
+        metrics,
+        evaluation=EvaluationResult.model_validate(metrics["evaluation"]),
         status=version.status,
         reused=True,
-        run_key=key,
         data_version=data_version,
         counts=metrics.get("counts", {}),
-        history=metrics["history"],
-        best_epoch=metrics["best_epoch"],
         resumed_from=None,
-        evaluation=EvaluationResult.model_validate(metrics["evaluation"]),
         decision=latest_decision(engine, name, version.version),
-        extras=metrics.get("extras", {}),
         seconds=0.0,
     )
 
