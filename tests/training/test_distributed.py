@@ -12,6 +12,7 @@ Kill-and-resume under DDP replays the same arithmetic, so it is held to 1e-9.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from retina_core.config import ModalityTrainSettings
@@ -49,6 +51,13 @@ def launch(store: Path, out: Path, *extra: str, ranks: int = 2) -> subprocess.Po
 def finished(proc: subprocess.Popen, out: Path) -> dict:
     assert proc.wait(timeout=300) == 0
     return json.loads(out.read_text())
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 def max_weight_gap(a: dict, b: dict) -> float:
@@ -82,8 +91,15 @@ def test_killed_ranks_resume_to_the_uninterrupted_result(tmp_path: Path, two_ran
         assert killed.poll() is None, "the ranks exited before reaching the kill point"
         assert time.monotonic() < deadline, "rank 0 never reached epoch 1, batch 2"
         time.sleep(0.2)
-    os.killpg(killed.pid, signal.SIGKILL)  # torchrun and both ranks, mid-epoch
+    # torchrun and both ranks, mid-epoch. The ranks run in their own sessions, so killing
+    # torchrun's group alone would leave them behind, rank 0 hanging at the kill point.
+    family = [killed.pid, *(p.pid for p in psutil.Process(killed.pid).children(recursive=True))]
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     killed.wait(timeout=30)
+    _, alive = psutil.wait_procs([p for p in map(_process, family[1:]) if p is not None], timeout=30)
+    assert not alive, f"ranks survived the kill: {alive}"
     assert sorted(p.name for p in (store / "checkpoints" / "ddp").iterdir()) == ["epoch-000.pt"]
 
     resumed = finished(launch(store, out), out)
