@@ -127,9 +127,7 @@ def train_modality(
     started = time.perf_counter()
     ms = settings.train_for(modality)
     name = model_for_modality(modality)
-    weights = resolve_starting_weights(ms.architecture, ms.pretrained)  # fails before any work
-    data_version = training_data_version(settings, engine)
-    key = training_run_key(settings, modality, data_version, weights)
+    weights, data_version, key = training_identity(settings, modality, engine)  # fails before any work
     device = select_device(settings.train.device)
     data = training_data(engine, store, modality, ms, data_version=settings.train.data_version)
     outcome = register_or_reuse(
@@ -207,13 +205,25 @@ def training_data_version(settings: Settings, engine: Any) -> int | None:
     the same images even when an ingestion lands while they train, and so that it can find
     the versions its child runs registered by their run keys.
     """
-    pinned = settings.train.data_version
+    pinned, latest = settings.train.data_version, latest_dataset_version(engine)
     if pinned is None:
-        return latest_dataset_version(engine)
-    latest = latest_dataset_version(engine)
+        return latest
     if latest is None or pinned > latest:
         raise NotEnoughData(f"dataset version {pinned} does not exist (latest: {latest})")
     return pinned
+
+
+def training_identity(
+    settings: Settings, modality: Modality, engine: Any
+) -> tuple[StartingWeights | None, int | None, str]:
+    """What makes two trainings the same one: starting weights, dataset version and their run key.
+
+    Resolving the starting weights fails (offline, no cache) before any work is done.
+    """
+    ms = settings.train_for(modality)
+    weights = resolve_starting_weights(ms.architecture, ms.pretrained)
+    data_version = training_data_version(settings, engine)
+    return weights, data_version, training_run_key(settings, modality, data_version, weights)
 
 
 def training_run_key(
@@ -244,12 +254,8 @@ def registered_report(
     same settings give the same run key, whose version, metrics and champion decision are
     in the catalog. Raises :class:`NotTrainedHere` when no version has that key.
     """
-    ms = settings.train_for(modality)
     name = model_for_modality(modality)
-    data_version = training_data_version(settings, engine)
-    key = training_run_key(
-        settings, modality, data_version, resolve_starting_weights(ms.architecture, ms.pretrained)
-    )
+    _, data_version, key = training_identity(settings, modality, engine)
     version = find_by_run_key(engine, name, key)
     if version is None:
         raise NotTrainedHere(
